@@ -1,0 +1,1 @@
+"""BGP and BFD: sans-IO codecs and state machines, plus asyncio sessions."""

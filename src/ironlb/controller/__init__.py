@@ -1,0 +1,1 @@
+"""The controller: wires core allocation to the Kubernetes API."""

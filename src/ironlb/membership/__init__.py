@@ -1,0 +1,1 @@
+"""Speaker-to-speaker liveness: SWIM-style protocol core (pure) and UDP transport."""
