@@ -1,0 +1,413 @@
+"""A real kube-apiserver and etcd for the lab and the tests, in the lab's control-plane namespace.
+
+The binaries are built from Go modules by `dev/kube/build.sh` (cached outside the repository,
+keyed by version). `ControlPlane.start()` writes a fresh PKI (a CA, the API server's serving
+certificate, an admin client certificate in `system:masters`, the service-account signing key),
+starts etcd and kube-apiserver as child processes inside a network namespace, waits for
+`/readyz`, and writes an admin kubeconfig. RBAC authorization is on, so ironlb's RBAC manifests
+are exercised for real: `service_account_kubeconfig()` mints a token through the TokenRequest
+API and returns a kubeconfig that carries only that service account's rights.
+
+There is no kubelet and no kube-controller-manager: the lab writes EndpointSlices itself, and
+namespaces are never finalised (each run gets a fresh etcd, so nothing piles up).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import ipaddress
+import os
+import shutil
+import ssl
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from ironlb.lab import netns
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+BUILD_SCRIPT = REPO_ROOT / "dev" / "kube" / "build.sh"
+ADMIN_USER = "ironlb-lab-admin"
+
+
+def binaries(build: bool = True) -> Path:
+    """Directory holding kube-apiserver, kubectl and etcd (IRONLB_KUBE_BIN_DIR overrides)."""
+    override = os.environ.get("IRONLB_KUBE_BIN_DIR")
+    if override:
+        return Path(override)
+    if not BUILD_SCRIPT.is_file():
+        raise netns.LabError(
+            f"{BUILD_SCRIPT} not found: run from an ironlb checkout or set IRONLB_KUBE_BIN_DIR"
+        )
+    args = [str(BUILD_SCRIPT)] + ([] if build else ["--dir"])
+    proc = subprocess.run(args, capture_output=True, text=True, check=False, timeout=3600)
+    if proc.returncode != 0:
+        raise netns.LabError(
+            f"kube-apiserver and etcd are not built ({' '.join(args)}): {proc.stderr.strip()}"
+        )
+    return Path(proc.stdout.strip().splitlines()[-1])
+
+
+def _pem_cert(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+@dataclass(frozen=True)
+class CertificateAuthority:
+    cert: x509.Certificate
+    key: ec.EllipticCurvePrivateKey
+
+    @classmethod
+    def create(cls, common_name: str) -> CertificateAuthority:
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+        now = datetime.datetime.now(datetime.UTC)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=365))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .sign(key, hashes.SHA256())
+        )
+        return cls(cert, key)
+
+    def issue(
+        self,
+        common_name: str,
+        *,
+        organization: str | None = None,
+        ips: tuple[str, ...] = (),
+        dns: tuple[str, ...] = (),
+        server: bool = False,
+        days: int = 365,
+    ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        attrs = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+        if organization:
+            attrs.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
+        now = datetime.datetime.now(datetime.UTC)
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name(attrs))
+            .issuer_name(self.cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=days))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                x509.ExtendedKeyUsage(
+                    [ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]
+                ),
+                critical=False,
+            )
+        )
+        sans: list[x509.GeneralName] = [x509.DNSName(d) for d in dns]
+        sans += [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
+        if sans:
+            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        return builder.sign(self.key, hashes.SHA256()), key
+
+
+def kubeconfig(
+    server: str,
+    ca_pem: bytes,
+    user: str,
+    *,
+    token: str | None = None,
+    cert_pem: bytes | None = None,
+    key_pem: bytes | None = None,
+    namespace: str | None = None,
+) -> str:
+    def b64(data: bytes) -> str:
+        return base64.b64encode(data).decode()
+
+    creds: dict[str, str] = {}
+    if token is not None:
+        creds["token"] = token
+    if cert_pem is not None and key_pem is not None:
+        creds["client-certificate-data"] = b64(cert_pem)
+        creds["client-key-data"] = b64(key_pem)
+    context: dict[str, str] = {"cluster": "ironlb-lab", "user": user}
+    if namespace:
+        context["namespace"] = namespace
+    doc = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "ironlb-lab",
+                "cluster": {"server": server, "certificate-authority-data": b64(ca_pem)},
+            }
+        ],
+        "users": [{"name": user, "user": creds}],
+        "contexts": [{"name": user, "context": context}],
+        "current-context": user,
+    }
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+@dataclass
+class ControlPlane:
+    """etcd + kube-apiserver running in namespace `ns`, listening on `address`."""
+
+    ns: netns.Netns
+    address: str
+    workdir: Path
+    service_cidrs: tuple[str, ...]
+    port: int = 6443
+    bin_dir: Path = field(default_factory=binaries)
+    _procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    startup_seconds: float = 0.0
+
+    @property
+    def server(self) -> str:
+        host = f"[{self.address}]" if ":" in self.address else self.address
+        return f"https://{host}:{self.port}"
+
+    @property
+    def pki(self) -> Path:
+        return self.workdir / "pki"
+
+    @property
+    def admin_kubeconfig(self) -> Path:
+        return self.workdir / "admin.kubeconfig"
+
+    @property
+    def kubectl(self) -> Path:
+        return self.bin_dir / "kubectl"
+
+    def _write_pki(self) -> None:
+        self.pki.mkdir(parents=True, exist_ok=True)
+        ca = CertificateAuthority.create("ironlb-lab-ca")
+        serving, serving_key = ca.issue(
+            "kube-apiserver",
+            ips=(
+                self.address,
+                *(str(next(ipaddress.ip_network(c).hosts())) for c in self.service_cidrs),
+            ),
+            dns=(
+                "kubernetes",
+                "kubernetes.default",
+                "kubernetes.default.svc",
+                "kubernetes.default.svc.cluster.local",
+            ),
+            server=True,
+        )
+        admin, admin_key = ca.issue(ADMIN_USER, organization="system:masters")
+        sa_key = ec.generate_private_key(ec.SECP256R1())
+        files = {
+            "ca.crt": _pem_cert(ca.cert),
+            "ca.key": _pem_key(ca.key),
+            "apiserver.crt": _pem_cert(serving),
+            "apiserver.key": _pem_key(serving_key),
+            "admin.crt": _pem_cert(admin),
+            "admin.key": _pem_key(admin_key),
+            "sa.key": _pem_key(sa_key),
+            "sa.pub": sa_key.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            ),
+        }
+        for name, data in files.items():
+            path = self.pki / name
+            path.write_bytes(data)
+            path.chmod(0o600)
+        self.admin_kubeconfig.write_text(
+            kubeconfig(
+                self.server,
+                files["ca.crt"],
+                ADMIN_USER,
+                cert_pem=files["admin.crt"],
+                key_pem=files["admin.key"],
+            )
+        )
+
+    def start(self, timeout: float = 60.0) -> None:
+        started = time.monotonic()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._write_pki()
+        self.start_etcd()
+        self.start_apiserver()
+        self.wait_ready(timeout)
+        self.startup_seconds = time.monotonic() - started
+
+    def start_etcd(self) -> None:
+        data = self.workdir / "etcd"
+        client = f"http://{self.address}:2379"
+        peer = f"http://{self.address}:2380"
+        self._procs["etcd"] = self.ns.spawn(
+            [
+                str(self.bin_dir / "etcd"),
+                "--name=lab",
+                f"--data-dir={data}",
+                f"--listen-client-urls={client}",
+                f"--advertise-client-urls={client}",
+                f"--listen-peer-urls={peer}",
+                f"--initial-advertise-peer-urls={peer}",
+                f"--initial-cluster=lab={peer}",
+                "--listen-metrics-urls=",
+                "--log-level=warn",
+                # A lab store is thrown away with the run: durability buys nothing here.
+                "--unsafe-no-fsync",
+                "--quota-backend-bytes=4294967296",
+            ],
+            log=self.workdir / "etcd.log",
+        )
+
+    def start_apiserver(self) -> None:
+        pki = self.pki
+        self._procs["kube-apiserver"] = self.ns.spawn(
+            [
+                str(self.bin_dir / "kube-apiserver"),
+                f"--etcd-servers=http://{self.address}:2379",
+                f"--bind-address={self.address}",
+                f"--advertise-address={self.address}",
+                f"--secure-port={self.port}",
+                f"--cert-dir={pki}",
+                f"--tls-cert-file={pki / 'apiserver.crt'}",
+                f"--tls-private-key-file={pki / 'apiserver.key'}",
+                f"--client-ca-file={pki / 'ca.crt'}",
+                f"--service-account-key-file={pki / 'sa.pub'}",
+                f"--service-account-signing-key-file={pki / 'sa.key'}",
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                "--authorization-mode=RBAC",
+                f"--service-cluster-ip-range={','.join(self.service_cidrs)}",
+                # Admission webhooks are reached through their Service's endpoints: the lab has
+                # no kube-proxy to route ClusterIPs.
+                "--enable-aggregator-routing=true",
+                "--profiling=false",
+                "--event-ttl=1h",
+                "--max-requests-inflight=1000",
+                "--max-mutating-requests-inflight=500",
+                "--v=1",
+            ],
+            log=self.workdir / "kube-apiserver.log",
+        )
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=str(self.pki / "ca.crt"))
+        ctx.load_cert_chain(self.pki / "admin.crt", self.pki / "admin.key")
+        return ctx
+
+    def healthy(self, path: str = "/readyz", timeout: float = 2.0) -> bool:
+        """One health probe from the lab's control-plane namespace."""
+        try:
+            with (
+                netns.entered(self.ns.name),
+                urllib.request.urlopen(
+                    self.server + path, context=self._ssl_context(), timeout=timeout
+                ) as resp,
+            ):
+                return bool(resp.status == 200)
+        except OSError:
+            return False
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for name, proc in self._procs.items():
+                if proc.poll() is not None:
+                    log = (self.workdir / f"{name}.log").read_text(errors="replace")[-3000:]
+                    raise netns.LabError(f"{name} exited with {proc.returncode}:\n{log}")
+            if self.healthy():
+                return
+            time.sleep(0.1)
+        raise netns.LabError(f"kube-apiserver not ready after {timeout}s (see {self.workdir})")
+
+    def kill(self, name: str) -> None:
+        """SIGKILL one component ('etcd' or 'kube-apiserver'), as a crash would."""
+        proc = self._procs.pop(name)
+        proc.kill()
+        proc.wait(10)
+
+    def restart_apiserver(self, timeout: float = 60.0) -> None:
+        self.kill("kube-apiserver")
+        self.start_apiserver()
+        self.wait_ready(timeout)
+
+    def stop(self) -> None:
+        for name in ("kube-apiserver", "etcd"):
+            proc = self._procs.pop(name, None)
+            if proc is None:
+                continue
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+
+    def kubectl_argv(self, *args: str, kubeconfig_path: Path | None = None) -> list[str]:
+        path = kubeconfig_path or self.admin_kubeconfig
+        return self.ns.argv([str(self.kubectl), f"--kubeconfig={path}", *args])
+
+    def run_kubectl(
+        self,
+        *args: str,
+        kubeconfig_path: Path | None = None,
+        stdin: str | None = None,
+        check: bool = True,
+    ) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            self.kubectl_argv(*args, kubeconfig_path=kubeconfig_path),
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        if check and proc.returncode != 0:
+            raise netns.LabError(f"kubectl {' '.join(args)}: {proc.stderr.strip()}")
+        return proc
+
+    def write_kubeconfig(self, name: str, token: str, namespace: str) -> Path:
+        path = self.workdir / f"{name}.kubeconfig"
+        path.write_text(
+            kubeconfig(
+                self.server,
+                (self.pki / "ca.crt").read_bytes(),
+                name,
+                token=token,
+                namespace=namespace,
+            )
+        )
+        path.chmod(0o600)
+        return path
+
+    def remove_workdir(self) -> None:
+        shutil.rmtree(self.workdir, ignore_errors=True)

@@ -1,0 +1,182 @@
+"""Lab topology: a LAN of network namespaces with nodes, clients, a router and a remote client.
+
+    [node-1] [node-2] [node-3] [ctl: etcd + kube-apiserver] [client] [stranger]
+        \\        |        |        /                            /        /
+         +------ br0 in the "sw" namespace (the LAN switch) ------+-------+
+                               |
+                            [router] ---- [remote]   (a second LAN behind the router)
+
+Address plan (only documentation/benchmarking ranges, never anything routable):
+
+    LAN                198.18.0.0/24     2001:db8::/64      router .1, ctl .2, node-i .10+i,
+                                                             client .100, stranger .200
+    L2 service pool    198.18.0.240/28   2001:db8::f0/124   (on the LAN: answered by ARP/NDP)
+    remote LAN         198.18.1.0/24     2001:db8:1::/64    router .1, remote .100
+    BGP service pool   203.0.113.0/24    2001:db8:100::/120 (routed by the router)
+    Service ClusterIPs 198.19.240.0/20   2001:db8:fff0::/112 (never carry packets: no kube-proxy)
+    Pod CIDRs          198.19.i.0/24     2001:db8:10:i::/64  (node-i)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ironlb.lab import netns
+
+LAN_V4 = ipaddress.IPv4Network("198.18.0.0/24")
+LAN_V6 = ipaddress.IPv6Network("2001:db8::/64")
+REMOTE_V4 = ipaddress.IPv4Network("198.18.1.0/24")
+REMOTE_V6 = ipaddress.IPv6Network("2001:db8:1::/64")
+L2_POOL = ("198.18.0.240/28", "2001:db8::f0/124")
+BGP_POOL = ("203.0.113.0/24", "2001:db8:100::/120")
+SERVICE_CIDRS = ("198.19.240.0/20", "2001:db8:fff0::/112")
+ALLOWED = tuple(
+    ipaddress.ip_network(n)
+    for n in ("198.18.0.0/15", "192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32")
+)
+
+HOST_ROUTER, HOST_CTL, HOST_CLIENT, HOST_STRANGER = 1, 2, 100, 200
+
+
+def lan_addresses(host: int) -> tuple[str, str]:
+    """IPv4 and IPv6 address of LAN host number `host`."""
+    return str(LAN_V4[host]), str(LAN_V6[host])
+
+
+def pod_cidrs(index: int) -> tuple[str, str]:
+    return f"198.19.{index}.0/24", f"2001:db8:10:{index:x}::/64"
+
+
+def check_allowed(address: str) -> None:
+    """Refuse, loudly, any address outside the lab's ranges."""
+    ip = ipaddress.ip_address(address.split("/")[0])
+    if not any(ip in net for net in ALLOWED):
+        raise netns.LabError(f"{address} is outside the lab's address ranges")
+
+
+@dataclass(frozen=True, slots=True)
+class Host:
+    """A namespace attached to a LAN: its interface, addresses and MAC."""
+
+    ns: netns.Netns
+    dev: str
+    ipv4: str
+    ipv6: str
+    mac: str
+
+    @property
+    def name(self) -> str:
+        return self.ns.name
+
+
+@dataclass
+class Lab:
+    """One lab run. Build with `Lab.create()`, always end with `destroy()`."""
+
+    prefix: str
+    workdir: Path
+    switch: netns.Netns
+    hosts: dict[str, Host] = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, workdir: Path, prefix: str | None = None, *, keep: bool = False) -> Lab:
+        """A fresh LAN (an empty switch). Sweeps the leftovers of crashed runs first."""
+        netns.sweep_stale()
+        prefix = prefix or netns.new_prefix()
+        if netns.list_namespaces(prefix):
+            raise netns.LabError(f"a lab named {prefix} is already running")
+        netns.claim(prefix, keep=keep)
+        try:
+            switch = netns.Netns.create(f"{prefix}-sw")
+            switch.ip("link", "add", "br0", "type", "bridge", "stp_state", "0")
+            # Forward immediately (no STP learning delay) and never age MACs out mid-test.
+            switch.ip("link", "set", "br0", "type", "bridge", "forward_delay", "0")
+            switch.ip("link", "set", "br0", "up")
+        except netns.LabError:
+            netns.destroy(prefix)
+            raise
+        workdir.mkdir(parents=True, exist_ok=True)
+        return cls(prefix, workdir, switch)
+
+    def ns_name(self, role: str) -> str:
+        return f"{self.prefix}-{role}"
+
+    def attach(
+        self,
+        role: str,
+        host: int,
+        *,
+        dev: str = "eth0",
+        ns: netns.Netns | None = None,
+        port: str | None = None,
+    ) -> Host:
+        """Create namespace `role` (unless given) and plug `dev` into the LAN switch."""
+        ns = ns or netns.Netns.create(self.ns_name(role))
+        port = port or role[:15]
+        netns.veth(ns, dev, self.switch, port)
+        self.switch.ip("link", "set", port, "master", "br0")
+        ipv4, ipv6 = lan_addresses(host)
+        ns.ip("addr", "add", f"{ipv4}/{LAN_V4.prefixlen}", "dev", dev)
+        ns.ip("addr", "add", f"{ipv6}/{LAN_V6.prefixlen}", "dev", dev, "nodad")
+        ns.ip(
+            "route", "add", "default", "via", lan_addresses(HOST_ROUTER)[0], "dev", dev, check=False
+        )
+        ns.ip(
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            lan_addresses(HOST_ROUTER)[1],
+            "dev",
+            dev,
+            check=False,
+        )
+        h = Host(ns, dev, ipv4, ipv6, ns.link_mac(dev))
+        self.hosts[role] = h
+        return h
+
+    def add_control_plane_host(self) -> Host:
+        return self.attach("ctl", HOST_CTL)
+
+    def add_node(self, index: int) -> Host:
+        return self.attach(f"node-{index}", 10 + index, port=f"n{index}")
+
+    def add_client(self) -> Host:
+        return self.attach("client", HOST_CLIENT)
+
+    def add_stranger(self) -> Host:
+        """A host that is not part of the cluster (it may squat on a service address)."""
+        return self.attach("stranger", HOST_STRANGER)
+
+    def add_router(self) -> Host:
+        """The router: on the LAN and on the remote LAN, forwarding between them."""
+        router = self.attach("router", HOST_ROUTER)
+        router.ns.sysctl("net.ipv4.ip_forward", "1")
+        router.ns.sysctl("net.ipv6.conf.all.forwarding", "1")
+        remote = netns.Netns.create(self.ns_name("remote"))
+        netns.veth(router.ns, "eth1", remote, "eth0")
+        router.ns.ip("addr", "add", f"{REMOTE_V4[1]}/{REMOTE_V4.prefixlen}", "dev", "eth1")
+        router.ns.ip("addr", "add", f"{REMOTE_V6[1]}/{REMOTE_V6.prefixlen}", "dev", "eth1", "nodad")
+        remote.ip("addr", "add", f"{REMOTE_V4[100]}/{REMOTE_V4.prefixlen}", "dev", "eth0")
+        remote.ip("addr", "add", f"{REMOTE_V6[100]}/{REMOTE_V6.prefixlen}", "dev", "eth0", "nodad")
+        remote.ip("route", "add", "default", "via", str(REMOTE_V4[1]))
+        remote.ip("-6", "route", "add", "default", "via", str(REMOTE_V6[1]))
+        self.hosts["remote"] = Host(
+            remote, "eth0", str(REMOTE_V4[100]), str(REMOTE_V6[100]), remote.link_mac("eth0")
+        )
+        return router
+
+    def remove(self, role: str) -> None:
+        """Take one host off the LAN and delete its namespace (and its processes)."""
+        host = self.hosts.pop(role)
+        netns.kill_all_in(host.ns.name)
+        netns.run(["ip", "netns", "del", host.ns.name], check=False)
+
+    def destroy(self) -> None:
+        with contextlib.suppress(netns.LabError):
+            netns.destroy(self.prefix)
+        self.hosts.clear()
