@@ -363,7 +363,7 @@ class ControlPlane:
     def stop(self) -> None:
         for name in ("kube-apiserver", "etcd"):
             proc = self._procs.pop(name, None)
-            if proc is None:
+            if proc is None or proc.poll() is not None:
                 continue
             proc.terminate()
             try:

@@ -42,8 +42,8 @@ HOST_ROUTER, HOST_CTL, HOST_CLIENT, HOST_STRANGER = 1, 2, 100, 200
 
 
 def lan_addresses(host: int) -> tuple[str, str]:
-    """IPv4 and IPv6 address of LAN host number `host`."""
-    return str(LAN_V4[host]), str(LAN_V6[host])
+    """IPv4 and IPv6 address of LAN host number `host`: .11 and ::11 for host 11."""
+    return str(LAN_V4[host]), str(LAN_V6[int(str(host), 16)])
 
 
 def pod_cidrs(index: int) -> tuple[str, str]:
@@ -162,11 +162,13 @@ class Lab:
         router.ns.ip("addr", "add", f"{REMOTE_V4[1]}/{REMOTE_V4.prefixlen}", "dev", "eth1")
         router.ns.ip("addr", "add", f"{REMOTE_V6[1]}/{REMOTE_V6.prefixlen}", "dev", "eth1", "nodad")
         remote.ip("addr", "add", f"{REMOTE_V4[100]}/{REMOTE_V4.prefixlen}", "dev", "eth0")
-        remote.ip("addr", "add", f"{REMOTE_V6[100]}/{REMOTE_V6.prefixlen}", "dev", "eth0", "nodad")
+        remote.ip(
+            "addr", "add", f"{REMOTE_V6[0x100]}/{REMOTE_V6.prefixlen}", "dev", "eth0", "nodad"
+        )
         remote.ip("route", "add", "default", "via", str(REMOTE_V4[1]))
         remote.ip("-6", "route", "add", "default", "via", str(REMOTE_V6[1]))
         self.hosts["remote"] = Host(
-            remote, "eth0", str(REMOTE_V4[100]), str(REMOTE_V6[100]), remote.link_mac("eth0")
+            remote, "eth0", str(REMOTE_V4[100]), str(REMOTE_V6[0x100]), remote.link_mac("eth0")
         )
         return router
 

@@ -1,0 +1,90 @@
+# ironlb: the two commands a new user needs are `make lab` and `make test` (as root, Debian 12).
+# Everything is installed on demand and cached: apt packages once, the virtualenv when
+# pyproject.toml or constraints.txt change, kube-apiserver/kubectl/etcd per version (outside the
+# repository, in $(IRONLB_CACHE)).
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export IRONLB_CACHE ?= $(HOME)/.cache/ironlb
+STAMPS := $(IRONLB_CACHE)/stamps
+
+# Tools the lab and the tests run: namespaces and probes, kube-proxy emulation, and the three
+# BGP implementations ironlb is proven against.
+APT_PACKAGES := iproute2 iputils-ping arping curl ca-certificates nftables tcpdump ndisc6 \
+                frr gobgpd bird2
+
+.PHONY: help test lab lab-down lab-status check unit deps apt venv kube crds bench-quick clean
+
+help:
+	@echo "make lab     bring up a lab cluster (API server, nodes, controller, speakers, router)"
+	@echo "make test    install what is needed, then run every check and the whole test suite"
+	@echo "make lab-down / lab-status / check (lint+types only) / unit (unit tests only)"
+
+test: deps check
+	$(BIN)/pytest tests
+
+check: venv
+	$(BIN)/ruff check src tests bench dev
+	$(BIN)/ruff format --check src tests bench dev
+	$(BIN)/mypy src
+	$(BIN)/lint-imports
+	$(BIN)/python dev/gen_crds.py --check
+
+unit: venv
+	$(BIN)/pytest tests/unit
+
+lab: deps
+	$(BIN)/ironlb lab up
+
+lab-down: venv
+	$(BIN)/ironlb lab down
+
+lab-status: venv
+	$(BIN)/ironlb lab status
+
+deps: apt venv kube
+
+# Installs only what is missing. Debian starts daemons on install (frr); a policy-rc.d keeps
+# them off the host for the duration (the lab runs its own, inside namespaces).
+apt:
+	@missing=$$(for p in $(APT_PACKAGES); do \
+	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q "install ok installed" || echo $$p; \
+	  done); \
+	if [ -n "$$missing" ]; then \
+	  echo "apt: installing $$missing"; \
+	  made_policy=; \
+	  if [ ! -e /usr/sbin/policy-rc.d ]; then \
+	    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; made_policy=1; \
+	  fi; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends $$missing >/dev/null; rc=$$?; \
+	  [ -z "$$made_policy" ] || rm -f /usr/sbin/policy-rc.d; \
+	  exit $$rc; \
+	fi
+
+VENV_KEY := $(shell cat pyproject.toml constraints.txt 2>/dev/null | sha256sum | cut -c1-12)
+
+venv: $(VENV)/.installed-$(VENV_KEY)
+
+$(VENV)/.installed-$(VENV_KEY):
+	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	@rm -f $(VENV)/.installed-*; touch $@
+
+kube:
+	@dev/kube/build.sh >/dev/null
+
+crds: venv
+	$(BIN)/python dev/gen_crds.py
+
+bench-quick: deps
+	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b --quick | tail -n 1; done
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

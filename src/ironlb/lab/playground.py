@@ -1,0 +1,252 @@
+"""The interactive lab behind `ironlb lab up | down | status`.
+
+`up` builds a whole cluster on this machine and leaves it running after the command returns:
+the LAN, etcd + kube-apiserver, three nodes (registered as Node objects: there is no kubelet), a
+LAN client, a router with a remote client behind it, and the example configuration applied.
+Its state (namespaces, kubeconfig, hosts) is written to `<workdir>/lab.json`; `down` removes
+everything, processes included.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from ironlb.lab import cluster as lab_cluster
+from ironlb.lab import netns, topology
+
+EXAMPLE_CONFIG = lab_cluster.DEPLOY / "examples" / "lab-l2.yaml"
+NODE_COUNT = 3
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("IRONLB_CACHE") or Path.home() / ".cache" / "ironlb"
+    return Path(base) / "lab"
+
+
+@dataclass(frozen=True)
+class Handle:
+    """What `up` leaves behind for the other subcommands."""
+
+    name: str
+    workdir: Path
+
+    @property
+    def prefix(self) -> str:
+        return f"ilb-{self.name}"
+
+    @property
+    def state_file(self) -> Path:
+        return self.workdir / "lab.json"
+
+    @property
+    def ctl_ns(self) -> str:
+        return f"{self.prefix}-ctl"
+
+    def state(self) -> dict[str, object]:
+        try:
+            data: dict[str, object] = json.loads(self.state_file.read_text())
+        except FileNotFoundError:
+            return {}
+        return data
+
+    def running(self) -> bool:
+        return bool(netns.list_namespaces(self.prefix))
+
+
+def handle(name: str) -> Handle:
+    if not name.isalnum() or not name.islower() or not 3 <= len(name) <= 12:
+        raise netns.LabError("a lab name is 3 to 12 lowercase letters or digits")
+    return Handle(name, cache_dir() / name)
+
+
+def node_manifest(index: int) -> dict[str, object]:
+    name = f"node-{index}"
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "labels": {
+                "kubernetes.io/hostname": name,
+                "kubernetes.io/os": "linux",
+                "ironlb.io/lab": "true",
+            },
+        },
+        "spec": {
+            "podCIDR": topology.pod_cidrs(index)[0],
+            "podCIDRs": list(topology.pod_cidrs(index)),
+        },
+    }
+
+
+def node_status(index: int, host: topology.Host) -> dict[str, object]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": f"node-{index}"},
+        "status": {
+            "addresses": [
+                {"type": "InternalIP", "address": host.ipv4},
+                {"type": "InternalIP", "address": host.ipv6},
+                {"type": "Hostname", "address": f"node-{index}"},
+            ],
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "True",
+                    "reason": "IronlbLab",
+                    "message": "lab node (no kubelet)",
+                },
+                {
+                    "type": "NetworkUnavailable",
+                    "status": "False",
+                    "reason": "IronlbLab",
+                    "message": "lab LAN",
+                },
+            ],
+        },
+    }
+
+
+def register_nodes(c: lab_cluster.Cluster, nodes: dict[int, topology.Host]) -> None:
+    docs = [node_manifest(i) for i in nodes]
+    c.kubectl("apply", "--server-side", "-f", "-", stdin=yaml.safe_dump_all(docs))
+    # Not server-side apply: status.addresses is keyed by type, and a dual-stack node has two
+    # InternalIPs, which SSA rejects as duplicate keys.
+    for i, h in nodes.items():
+        patch = json.dumps({"status": node_status(i, h)["status"]})
+        c.kubectl("patch", "node", f"node-{i}", "--subresource=status", "--type=merge", "-p", patch)
+
+
+def up(name: str = "lab") -> Handle:
+    h = handle(name)
+    if h.running():
+        raise netns.LabError(f"lab {name!r} is already running (ironlb lab status / down)")
+    shutil.rmtree(h.workdir, ignore_errors=True)
+    c = lab_cluster.Cluster.start(h.workdir, h.prefix, keep=True)
+    try:
+        nodes = {i: c.lab.add_node(i) for i in range(1, NODE_COUNT + 1)}
+        client = c.lab.add_client()
+        router = c.lab.add_router()
+        register_nodes(c, nodes)
+        c.kubectl("apply", "--server-side", "-f", str(EXAMPLE_CONFIG))
+    except BaseException:
+        c.stop()
+        raise
+    state = {
+        "name": name,
+        "prefix": h.prefix,
+        "server": c.control_plane.server,
+        "kubeconfig": str(c.control_plane.admin_kubeconfig),
+        "kubectl": str(c.control_plane.kubectl),
+        "startup_seconds": round(c.control_plane.startup_seconds, 2),
+        "hosts": {
+            role: {"netns": host.ns.name, "ipv4": host.ipv4, "ipv6": host.ipv6, "mac": host.mac}
+            for role, host in c.lab.hosts.items()
+        },
+        "nodes": [f"node-{i}" for i in nodes],
+        "client": client.ns.name,
+        "router": router.ns.name,
+    }
+    h.state_file.write_text(json.dumps(state, indent=2))
+    return h
+
+
+def down(name: str = "lab") -> bool:
+    """Remove the lab; True if there was one."""
+    h = handle(name)
+    existed = h.running() or h.state_file.exists()
+    netns.destroy(h.prefix)
+    shutil.rmtree(h.workdir, ignore_errors=True)
+    return existed
+
+
+def kubectl_argv(name: str, args: list[str]) -> list[str]:
+    h = handle(name)
+    state = h.state()
+    if not state or not h.running():
+        raise netns.LabError(f"lab {name!r} is not running: start it with `ironlb lab up`")
+    return [
+        "ip",
+        "netns",
+        "exec",
+        h.ctl_ns,
+        str(state["kubectl"]),
+        f"--kubeconfig={state['kubeconfig']}",
+        *args,
+    ]
+
+
+def shell_argv(name: str, role: str) -> list[str]:
+    h = handle(name)
+    if not h.running():
+        raise netns.LabError(f"lab {name!r} is not running: start it with `ironlb lab up`")
+    ns = f"{h.prefix}-{role}"
+    if ns not in netns.list_namespaces(h.prefix):
+        roles = [n.removeprefix(h.prefix + "-") for n in netns.list_namespaces(h.prefix)]
+        raise netns.LabError(f"no host {role!r} in lab {name!r}; hosts: {', '.join(roles)}")
+    state = h.state()
+    env_path = f"{Path(str(state.get('kubectl', 'kubectl'))).parent}:{os.environ.get('PATH', '')}"
+    return [
+        "ip",
+        "netns",
+        "exec",
+        ns,
+        "env",
+        f"PATH={env_path}",
+        f"KUBECONFIG={state.get('kubeconfig', '')}",
+        os.environ.get("SHELL", "/bin/bash"),
+    ]
+
+
+def status(name: str = "lab") -> str:
+    h = handle(name)
+    state = h.state()
+    if not h.running():
+        return f"lab {name!r} is not running (start it with `ironlb lab up`)"
+    ready = netns.run(kubectl_argv(name, ["get", "--raw", "/readyz"]), check=False).strip()
+    lines = [
+        f"lab {name!r}: kube-apiserver {state.get('server')}: "
+        f"{'ready' if ready == 'ok' else 'NOT READY'}"
+    ]
+    hosts = state.get("hosts")
+    if isinstance(hosts, dict):
+        for role, info in hosts.items():
+            procs = len(netns.pids_in(info["netns"]))
+            lines.append(
+                f"  {role:<9} {info['ipv4']:<15} {info['ipv6']:<16} {info['mac']}"
+                f"  ({procs} process{'es' if procs != 1 else ''})"
+            )
+    return "\n".join(lines)
+
+
+def next_steps(h: Handle) -> str:
+    state = h.state()
+    return "\n".join(
+        [
+            f"ironlb lab {h.name!r} is up: kube-apiserver {state['server']} "
+            f"(ready in {state['startup_seconds']} s), nodes node-1..node-{NODE_COUNT},"
+            " a LAN client, a router and a remote client.",
+            "",
+            "The lab lives in network namespaces (it never touches this host's network), so",
+            "kubectl runs inside the lab's control-plane namespace:",
+            "",
+            "  ironlb lab kubectl get nodes",
+            "  ironlb lab kubectl get ipaddresspools,l2advertisements -n metallb-system",
+            "  ironlb lab kubectl get svc -A",
+            "",
+            "or open a shell there, with KUBECONFIG set:",
+            "",
+            "  ironlb lab shell            # then: kubectl get crd",
+            f"  (the admin kubeconfig is {state['kubeconfig']})",
+            "  ironlb lab shell client     # a host on the LAN (ping, arping, curl)",
+            "",
+            "ironlb lab status shows the hosts; ironlb lab down removes everything.",
+        ]
+    )

@@ -1,0 +1,48 @@
+"""Shared fixtures: one real API server per test session, inside the lab's namespaces.
+
+The session's control plane lives on a lab LAN in namespaces this run created (never in the
+host's network namespace); the test process enters the control-plane namespace for the whole
+session, so API clients and kubectl reach it directly.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from ironlb.k8s import client as k8s
+from ironlb.lab import cluster as lab_cluster
+from ironlb.lab import netns
+
+
+def _require_root() -> None:
+    if os.geteuid() != 0:
+        pytest.fail("integration and e2e tests need root (network namespaces): run `make test`")
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[lab_cluster.Cluster]:
+    _require_root()
+    c = lab_cluster.Cluster.start(tmp_path_factory.mktemp("lab"))
+    try:
+        with netns.entered(c.ctl.ns.name):
+            yield c
+    finally:
+        c.stop()
+
+
+@pytest.fixture
+async def admin(cluster: lab_cluster.Cluster) -> AsyncIterator[k8s.Client]:
+    async with k8s.Client.from_config(cluster.control_plane.admin_kubeconfig) as client:
+        yield client
+
+
+@pytest.fixture
+async def namespace(admin: k8s.Client) -> str:
+    """A fresh Kubernetes namespace for one test (never finalised: the lab has no KCM)."""
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    await admin.create(k8s.NAMESPACES, {"metadata": {"name": name}})
+    return name
