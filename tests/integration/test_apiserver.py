@@ -18,6 +18,7 @@ KINDS = {
     "servicel2statuses": "v1beta1",
     "servicebgpstatuses": "v1beta1",
     "bgppeers": "v1beta2",
+    "configurationstates": "v1beta1",
 }
 
 

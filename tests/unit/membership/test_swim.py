@@ -1,0 +1,458 @@
+"""Membership cores wired together by an in-memory network with virtual time."""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ironlb.core import election
+from ironlb.membership import model, settings, states, swim, wire
+
+KEY = b"cluster-key-0123456789abcdef"
+LATENCY = 0.0005
+PORT = 7946
+DEFAULTS = settings.Settings()
+
+ALIVE = states.MemberState.ALIVE
+SUSPECT = states.MemberState.SUSPECT
+DEAD = states.MemberState.DEAD
+LEFT = states.MemberState.LEFT
+
+
+def node(index: int) -> election.NodeName:
+    return election.NodeName(f"node-{index}")
+
+
+def endpoint(index: int) -> model.Endpoint:
+    return model.Endpoint(IPv4Address(f"198.18.0.{index}"), PORT)
+
+
+@dataclass(order=True)
+class _InFlight:
+    arrival: float
+    order: int
+    source: election.NodeName = field(compare=False)
+    destination: model.Endpoint = field(compare=False)
+    payload: bytes = field(compare=False)
+
+
+Loss = Callable[[election.NodeName, election.NodeName, wire.Packet], bool]
+
+
+class Network:
+    """Delivers datagrams after LATENCY unless a node is down, a link is cut, or `loss` says so."""
+
+    def __init__(self, size: int, seed: int = 1, keys: list[bytes] | None = None) -> None:
+        self.now = 0.0
+        self.cores: dict[election.NodeName, swim.Membership] = {}
+        self.names: dict[model.Endpoint, election.NodeName] = {}
+        self.down: set[election.NodeName] = set()
+        self.cut: set[tuple[election.NodeName, election.NodeName]] = set()
+        self.loss: Loss = lambda source, destination, packet: False
+        self.delivered: list[tuple[election.NodeName, election.NodeName, bytes]] = []
+        self.events: list[tuple[float, election.NodeName, model.Event]] = []
+        self._queue: list[_InFlight] = []
+        self._order = 0
+        self._seed = seed
+        for index in range(1, size + 1):
+            self.add(node(index), endpoint(index), keys or [KEY])
+        for name in self.cores:
+            self.seed(name)
+
+    def add(self, name: election.NodeName, address: model.Endpoint, keys: list[bytes]) -> None:
+        self.names[address] = name
+        self._seed += 1
+        self.cores[name] = swim.Membership(
+            name,
+            address,
+            keys,
+            random.Random(self._seed),
+            self.now,
+            first_sequence=int(self.now * 1e9) + 1,
+        )
+
+    def seed(self, name: election.NodeName) -> None:
+        """Give `name` every member of the cluster as peers (as the Kubernetes API would)."""
+        peers = {n: address for address, n in self.names.items() if n.startswith("node-")}
+        self.send(name, self.cores[name].set_peers(peers, self.now))
+
+    def send(self, source: election.NodeName, datagrams: list[model.Datagram]) -> None:
+        for datagram in datagrams:
+            self._order += 1
+            flight = _InFlight(
+                self.now + LATENCY, self._order, source, datagram.endpoint, datagram.payload
+            )
+            heapq.heappush(self._queue, flight)
+
+    def run_until(self, end: float) -> None:
+        while True:
+            deadlines = {
+                name: deadline
+                for name, core in self.cores.items()
+                if name not in self.down and (deadline := core.next_deadline()) is not None
+            }
+            arrival = self._queue[0].arrival if self._queue else float("inf")
+            # A node back from `down` is late for its deadlines: it runs now, as a resumed
+            # process would.
+            step = max(self.now, min([arrival, *deadlines.values()]))
+            if step > end:
+                self.now = end
+                return
+            self.now = step
+            if arrival == step:
+                self._deliver(heapq.heappop(self._queue))
+            else:
+                for name, deadline in deadlines.items():
+                    if deadline <= step:
+                        self.send(name, self.cores[name].tick(step))
+            self._collect_events()
+
+    def _deliver(self, flight: _InFlight) -> None:
+        destination = self.names.get(flight.destination)
+        if destination is None or {flight.source, destination} & self.down:
+            return
+        if (flight.source, destination) in self.cut:
+            return
+        try:
+            packet = wire.decode(flight.payload, [KEY])
+        except wire.PacketRejected:
+            pass  # not ours to inspect: the receiver drops and counts it
+        else:
+            if self.loss(flight.source, destination, packet):
+                return
+        self.delivered.append((flight.source, destination, flight.payload))
+        source_address = next(a for a, n in self.names.items() if n == flight.source)
+        self.send(
+            destination,
+            self.cores[destination].receive(source_address, flight.payload, self.now),
+        )
+
+    def _collect_events(self) -> None:
+        for name, core in self.cores.items():
+            self.events += [(self.now, name, event) for event in core.drain_events()]
+
+    def view(self, observer: election.NodeName) -> dict[election.NodeName, states.MemberState]:
+        return {name: m.state for name, m in self.cores[observer].members.items()}
+
+    def events_about(
+        self, subject: election.NodeName, kind: type[model.Event]
+    ) -> list[tuple[float, election.NodeName]]:
+        return [
+            (time, observer)
+            for time, observer, event in self.events
+            if isinstance(event, kind) and event.member.name == subject
+        ]
+
+    def cut_both_ways(self, a: election.NodeName, b: election.NodeName) -> None:
+        self.cut |= {(a, b), (b, a)}
+
+
+def _converged(size: int) -> Network:
+    network = Network(size)
+    network.run_until(1.0)
+    return network
+
+
+def test_cluster_converges_to_all_alive_within_a_round_trip() -> None:
+    network = Network(5)
+    network.run_until(2 * LATENCY)
+    for name in network.cores:
+        assert set(network.view(name).values()) == {ALIVE}
+        assert len(network.view(name)) == 5
+    network.run_until(3.0)
+    assert not network.events_about(node(3), model.MemberSuspect)
+    assert len(network.events_about(node(3), model.MemberUp)) == 4
+
+
+@pytest.mark.parametrize("size", [2, 3, 5, 8])
+@pytest.mark.parametrize("phase", [0.0, 0.0007, 0.037, 0.061, 0.0999])
+def test_dead_node_is_declared_dead_everywhere_within_the_bound(size: int, phase: float) -> None:
+    network = _converged(size)
+    victim = node(size)
+    killed_at = 1.0 + phase
+    network.run_until(killed_at)
+    network.down.add(victim)
+    bound = DEFAULTS.detection_bound(size) + LATENCY
+    network.run_until(killed_at + bound)
+    declared = network.events_about(victim, model.MemberDown)
+    assert sorted(observer for _, observer in declared) == [node(i) for i in range(1, size)]
+    assert all(killed_at + DEFAULTS.suspicion_timeout < t <= killed_at + bound for t, _ in declared)
+    for observer in network.cores.keys() - {victim}:
+        assert network.view(observer)[victim] is DEAD
+        others = {n: s for n, s in network.view(observer).items() if n != victim}
+        assert set(others.values()) == {ALIVE}
+
+
+@pytest.mark.parametrize("lost", [wire.Ping, wire.Ack])
+@pytest.mark.parametrize("nth", range(6))
+def test_one_lost_packet_raises_no_suspicion(lost: type[wire.Message], nth: int) -> None:
+    network = _converged(3)
+    remaining = [nth]
+
+    def lose_one(
+        source: election.NodeName, destination: election.NodeName, packet: wire.Packet
+    ) -> bool:
+        if type(packet.message) is not lost or remaining[0] < 0:
+            return False
+        remaining[0] -= 1
+        return remaining[0] < 0
+
+    network.loss = lose_one
+    network.run_until(3.0)
+    assert remaining[0] < 0
+    assert not [e for _, _, e in network.events if isinstance(e, model.MemberSuspect)]
+    assert not [e for _, _, e in network.events if isinstance(e, model.MemberDown)]
+
+
+@pytest.mark.parametrize("size", [3, 5])
+def test_ten_percent_random_loss_kills_no_one(size: int) -> None:
+    network = _converged(size)
+    rng = random.Random(size)
+    network.loss = lambda source, destination, packet: rng.random() < 0.1
+    network.run_until(21.0)
+    assert [e for _, _, e in network.events if isinstance(e, model.MemberSuspect)]
+    assert not [e for _, _, e in network.events if isinstance(e, model.MemberDown)]
+
+
+def test_a_node_that_cannot_hear_is_declared_dead_and_takes_no_one_down() -> None:
+    network = _converged(5)
+    deaf = node(1)
+    network.cut |= {(node(i), deaf) for i in range(2, 6)}
+    network.run_until(5.0)
+    # It suspects everyone and spreads that, but each suspect refutes long before the deaf
+    # node's own suspicions expire, so its DEAD broadcasts carry stale incarnations.
+    downs = [(o, e.member.name) for _, o, e in network.events if isinstance(e, model.MemberDown)]
+    assert {name for observer, name in downs if observer != deaf} == {deaf}
+    for observer in (node(2), node(3), node(4), node(5)):
+        others = {n: s for n, s in network.view(observer).items() if n != deaf}
+        assert set(others.values()) == {ALIVE}
+
+
+def test_in_a_two_node_cluster_one_lost_ack_is_refuted_not_fatal() -> None:
+    network = _converged(2)
+    lost: list[wire.Packet] = []
+
+    def lose_first_ack(
+        source: election.NodeName, destination: election.NodeName, packet: wire.Packet
+    ) -> bool:
+        if lost or not isinstance(packet.message, wire.Ack):
+            return False
+        lost.append(packet)
+        return True
+
+    network.loss = lose_first_ack
+    network.run_until(3.0)
+    suspected = network.events_about(node(1), model.MemberSuspect)
+    suspected += network.events_about(node(2), model.MemberSuspect)
+    assert len(suspected) == 1  # no helper to relay: the lost ACK starts a suspicion...
+    assert not [e for _, _, e in network.events if isinstance(e, model.MemberDown)]
+    refuted = network.cores[lost[0].sender].members[lost[0].sender]
+    assert refuted.incarnation == 1  # ...which the suspect refuted
+    assert set(network.view(node(1)).values()) == set(network.view(node(2)).values()) == {ALIVE}
+
+
+def test_indirect_probes_keep_a_member_alive_when_a_direct_link_is_broken() -> None:
+    network = _converged(3)
+    network.cut_both_ways(node(1), node(3))
+    network.run_until(4.0)
+    assert not [e for _, _, e in network.events if isinstance(e, model.MemberSuspect)]
+    relays = [p for s, d, p in network.delivered if s == node(2) and d in (node(1), node(3))]
+    kinds = {type(wire.decode(p, [KEY]).message) for p in relays}
+    assert wire.Ack in kinds
+    assert network.view(node(1))[node(3)] is ALIVE
+    assert network.view(node(3))[node(1)] is ALIVE
+
+
+def test_a_suspected_live_member_refutes() -> None:
+    network = _converged(4)
+    victim = node(4)
+    network.run_until(1.005)
+    network.down.add(victim)  # silent long enough to be suspected, not to be declared dead
+    network.run_until(1.25)
+    network.down.discard(victim)
+    network.run_until(3.0)
+    assert network.events_about(victim, model.MemberSuspect)
+    assert not network.events_about(victim, model.MemberDown)
+    assert network.cores[victim].members[victim].incarnation >= 1
+    for observer in (node(1), node(2), node(3)):
+        member = network.cores[observer].members[victim]
+        assert member.state is ALIVE
+        assert member.incarnation == network.cores[victim].members[victim].incarnation
+
+
+def test_leave_marks_the_member_left_everywhere_at_once() -> None:
+    network = _converged(4)
+    leaving = node(2)
+    network.send(leaving, network.cores[leaving].leave())
+    assert network.cores[leaving].next_deadline() is None
+    assert network.cores[leaving].tick(1.5) == []
+    network.run_until(1.0 + LATENCY)
+    assert sorted(o for _, o in network.events_about(leaving, model.MemberLeft)) == [
+        node(1),
+        node(3),
+        node(4),
+    ]
+    network.run_until(3.0)
+    assert not network.events_about(leaving, model.MemberSuspect)
+    assert not network.events_about(leaving, model.MemberDown)
+    assert all(network.view(o)[leaving] is LEFT for o in (node(1), node(3), node(4)))
+
+
+def test_a_restarted_node_refutes_its_death_and_comes_back() -> None:
+    network = _converged(3)
+    victim = node(3)
+    network.down.add(victim)
+    network.run_until(2.0)
+    assert network.view(node(1))[victim] is DEAD
+    network.down.discard(victim)
+    network.add(victim, endpoint(3), [KEY])  # new process: incarnation 0, fresh sequence
+    network.seed(victim)
+    network.run_until(2.5)
+    assert network.events_about(victim, model.MemberUp)[-1][0] > 2.0
+    assert network.view(node(1))[victim] is ALIVE
+    assert network.view(node(2))[victim] is ALIVE
+    assert set(network.view(victim).values()) == {ALIVE}
+
+
+def test_mark_left_is_immediate_and_a_running_node_refutes_it() -> None:
+    network = _converged(3)
+    network.cores[node(1)].mark_left(node(3), network.now)
+    assert network.view(node(1))[node(3)] is LEFT
+    network.run_until(1.001)
+    assert network.events_about(node(3), model.MemberLeft)
+    network.run_until(2.0)
+    assert network.view(node(1))[node(3)] is ALIVE
+    assert network.cores[node(1)].members[node(3)].incarnation >= 1
+
+
+def test_meta_is_gossiped() -> None:
+    network = _converged(3)
+    network.cores[node(1)].set_meta(b"draining")
+    network.run_until(1.5)
+    updated = network.events_about(node(1), model.MemberUpdated)
+    assert sorted(o for _, o in updated) == [node(2), node(3)]
+    assert network.cores[node(2)].members[node(1)].meta == b"draining"
+    with pytest.raises(ValueError, match="meta"):
+        network.cores[node(1)].set_meta(bytes(65))
+
+
+def test_a_stranger_without_the_key_is_dropped_and_never_a_member() -> None:
+    network = _converged(3)
+    stranger = election.NodeName("stranger")
+    network.add(stranger, model.Endpoint(IPv4Address("198.18.0.66"), PORT), [b"w" * 32])
+    network.seed(stranger)
+    network.run_until(2.0)
+    for name in (node(1), node(2), node(3)):
+        assert network.cores[name].dropped[wire.DropReason.BAD_MAC] > 0
+        assert stranger not in network.cores[name].members
+    assert not [e for _, _, e in network.events if e.member.name == stranger]
+
+
+def test_a_speaker_outside_the_seed_list_is_answered_but_never_added() -> None:
+    network = _converged(3)
+    outsider = election.NodeName("outsider")
+    network.add(outsider, model.Endpoint(IPv4Address("198.18.0.77"), PORT), [KEY])
+    network.seed(outsider)
+    network.run_until(2.0)
+    assert set(network.view(outsider).values()) == {ALIVE}  # it hears ACKs from everyone
+    for name in (node(1), node(2), node(3)):
+        assert outsider not in network.cores[name].members
+
+
+def test_replayed_packets_are_dropped_and_cannot_resurrect_the_dead() -> None:
+    network = _converged(3)
+    victim = node(3)
+    captured = [p for s, d, p in network.delivered if s == victim and d == node(1)][-20:]
+    network.send(victim, [model.Datagram(endpoint(1), captured[-1])])
+    network.run_until(1.001)
+    assert network.cores[node(1)].dropped[wire.DropReason.REPLAYED] == 1
+    network.down.add(victim)
+    network.run_until(2.0)
+    assert network.view(node(1))[victim] is DEAD
+    for payload in captured:  # an attacker plays back what the victim said when it was alive
+        network.send(node(1), network.cores[node(1)].receive(endpoint(3), payload, network.now))
+    network.run_until(2.5)
+    assert network.cores[node(1)].dropped[wire.DropReason.REPLAYED] == 1 + len(captured)
+    assert network.view(node(1))[victim] is DEAD
+    assert network.view(node(2))[victim] is DEAD
+
+
+def test_key_rotation_accepts_old_and_new_and_signs_with_the_first() -> None:
+    new = b"new-cluster-key-0123456789abcdef"
+    network = _converged(3)
+    network.cores[node(1)].set_keys([new, KEY])
+    network.run_until(1.5)
+    assert network.cores[node(2)].dropped[wire.DropReason.BAD_MAC] > 0  # node-2 lacks the new key
+    network.cores[node(2)].set_keys([KEY, new])
+    network.cores[node(3)].set_keys([KEY, new])
+    before = [network.cores[n].dropped[wire.DropReason.BAD_MAC] for n in (node(2), node(3))]
+    network.run_until(2.5)
+    after = [network.cores[n].dropped[wire.DropReason.BAD_MAC] for n in (node(2), node(3))]
+    assert before == after
+    with pytest.raises(ValueError, match="key"):
+        network.cores[node(1)].set_keys([b"short"])
+
+
+def test_set_peers_forgets_and_adds_without_events() -> None:
+    network = _converged(3)
+    core = network.cores[node(1)]
+    network.send(node(1), core.set_peers({node(2): endpoint(2)}, network.now))
+    assert node(3) not in core.members
+    assert not core.drain_events()
+    datagrams = core.set_peers({node(2): endpoint(2), node(3): endpoint(3)}, network.now)
+    assert core.members[node(3)].state is states.MemberState.UNCONFIRMED
+    assert [d.endpoint for d in datagrams] == [endpoint(3)]  # pinged at once...
+    network.send(node(1), datagrams)
+    network.run_until(network.now + 2 * LATENCY)
+    assert core.members[node(3)].state is ALIVE  # ...and confirmed by its ACK
+
+
+def test_a_ping_for_another_node_is_not_answered() -> None:
+    network = _converged(2)
+    core = network.cores[node(1)]
+    ping = wire.Packet(node(2), 2**62, wire.Ping(9, election.NodeName("someone-else")))
+    assert core.receive(endpoint(2), wire.encode(ping, KEY), network.now) == []
+    assert core.dropped[wire.DropReason.WRONG_TARGET] == 1
+
+
+def test_own_packets_reflected_back_are_dropped() -> None:
+    network = _converged(2)
+    own = [p for s, _, p in network.delivered if s == node(1)][-1]
+    assert network.cores[node(1)].receive(endpoint(2), own, network.now) == []
+    assert network.cores[node(1)].dropped[wire.DropReason.FROM_SELF] == 1
+
+
+def test_members_include_self_and_events_drain_once() -> None:
+    network = Network(2)
+    core = network.cores[node(1)]
+    assert core.members[node(1)] == model.Member(node(1), endpoint(1), 0, ALIVE)
+    network.run_until(0.01)
+    assert core.drain_events() == []  # the network collected them already
+    assert [type(e) for _, o, e in network.events if o == node(1)] == [model.MemberUp]
+
+
+@given(st.binary(max_size=400))
+def test_receive_never_raises_and_counts_every_drop(data: bytes) -> None:
+    core = swim.Membership(node(1), endpoint(1), [KEY], random.Random(0), 0.0, 1)
+    assert core.receive(endpoint(2), data, 0.0) == []
+    assert sum(core.dropped.values()) == 1
+
+
+@given(st.data())
+def test_mutated_packets_are_dropped_and_counted(data: st.DataObject) -> None:
+    network = Network(2)
+    network.run_until(0.3)
+    payload = bytearray(data.draw(st.sampled_from([p for _, _, p in network.delivered])))
+    index = data.draw(st.integers(0, len(payload) - 1))
+    payload[index] ^= data.draw(st.integers(1, 255))
+    core = network.cores[node(1)]
+    before = sum(core.dropped.values())
+    core.receive(endpoint(2), bytes(payload), network.now)
+    assert sum(core.dropped.values()) == before + 1
