@@ -6,13 +6,22 @@ Each subcommand's flags are also readable from `IRONLB_<COMMAND>_<FLAG>` environ
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import json
+import logging
 import os
 import sys
 from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
+from ironlb.controller import main as controller_main
+from ironlb.controller import settings as controller_settings
 from ironlb.lab import netns, playground
+
+T = TypeVar("T")
 
 
 def _not_implemented(what: str, issue: str) -> None:
@@ -26,10 +35,85 @@ def cli() -> None:
     """ironlb: a bare-metal load balancer for Kubernetes."""
 
 
+def settings_options(cls: type[Any]) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Decorate a command with one option per field of a settings dataclass."""
+
+    def decorate(fn: Callable[..., None]) -> Callable[..., None]:
+        for f in reversed(dataclasses.fields(cls)):
+            kind = str(f.type).replace(" | None", "")
+            click_type = {"int": int, "float": float, "bool": bool}.get(kind, str)
+            default = None if f.default is dataclasses.MISSING else f.default
+            fn = click.option(
+                "--" + f.name.replace("_", "-"),
+                f.name,
+                type=click_type,
+                default=default,
+                show_default=default is not None,
+                help=f.metadata.get("help", ""),
+                show_envvar=True,
+            )(fn)
+        return fn
+
+    return decorate
+
+
+def _settings(cls: type[T], values: dict[str, Any]) -> T:
+    return cls(**{k: v for k, v in values.items() if v is not None})
+
+
+_log_format = click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    show_envvar=True,
+    help="Log lines as text or as one JSON object each.",
+)
+_log_level = click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+    show_envvar=True,
+    help="Lowest level logged.",
+)
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["error"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def _setup_logging(fmt: str, level: str) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(
+        _JsonFormatter()
+        if fmt == "json"
+        else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    )
+    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+    # The HTTP client logs every request and connection; ironlb logs what matters about them.
+    for noisy in ("httpcore", "httpcore2", "httpx", "httpx2", "hpack"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
 @cli.command()
-def controller() -> None:
-    """Assign addresses to Services of type LoadBalancer."""
-    _not_implemented("controller", "the controller issue is still open")
+@settings_options(controller_settings.Settings)
+@_log_format
+@_log_level
+def controller(log_format: str, log_level: str, **values: Any) -> None:
+    """Assign addresses to Services of type LoadBalancer, validate configuration (webhook)."""
+    _setup_logging(log_format, log_level)
+    settings = _settings(controller_settings.Settings, values)
+    sys.exit(asyncio.run(controller_main.run(settings)))
 
 
 @cli.command()

@@ -1,43 +1,62 @@
-"""Controller settings: one field per flag; each is also an IRONLB_CONTROLLER_<NAME> variable."""
+"""Controller settings: each field is a flag of `ironlb controller` and an
+IRONLB_CONTROLLER_<NAME> environment variable."""
 
 from __future__ import annotations
 
 import os
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from ironlb.core import settings as core_settings
 
 
 def _default_identity() -> str:
     return os.environ.get("POD_NAME") or socket.gethostname()
 
 
+def _default_namespace() -> str:
+    return os.environ.get("POD_NAMESPACE", "metallb-system")
+
+
 @dataclass(frozen=True)
 class Settings:
-    kubeconfig: str | None = None
-    """Path of a kubeconfig; unset: in-cluster service account, then ~/.kube/config."""
-    namespace: str = field(
-        default_factory=lambda: os.environ.get("POD_NAMESPACE", "metallb-system")
+    kubeconfig: str | None = core_settings.setting(
+        help="Path of a kubeconfig; unset: in-cluster service account, then ~/.kube/config."
     )
-    """Namespace holding the metallb.io configuration (and the Lease, Secret, states)."""
-    lb_class: str | None = None
-    """Serve only Services of this spec.loadBalancerClass (default: those with none)."""
-    identity: str = field(default_factory=_default_identity)
-    """This replica's name in the leader Lease and in Events."""
-    lease_name: str = "ironlb-controller"
-    """The Lease the replicas elect a leader with."""
-    lease_duration: float = 15.0
-    """Seconds a leader's Lease lives without renewal before another replica takes over."""
-    workers: int = 16
-    """Services reconciled concurrently (the writes to the API overlap; allocation is serial)."""
-    listen_address: str = "0.0.0.0"
-    """Address the metrics and webhook servers bind."""
-    metrics_port: int = 7472
-    """Plain HTTP: /metrics, /healthz, /readyz (MetalLB's monitoring port)."""
-    webhook_port: int = 9443
-    """HTTPS admission webhook; 0 disables it."""
-    webhook_service: str = "ironlb-webhook-service"
-    """Service in front of the webhook (its DNS name is in the serving certificate)."""
-    webhook_configuration: str = "ironlb-webhook"
-    """ValidatingWebhookConfiguration whose caBundle the controller keeps current."""
-    webhook_secret: str = "ironlb-webhook-cert"
-    """Secret holding the webhook CA and serving certificate (created and rotated here)."""
+    namespace: str = core_settings.setting(
+        factory=_default_namespace,
+        help="Namespace of the metallb.io configuration, the Lease and the webhook Secret.",
+    )
+    lb_class: str | None = core_settings.setting(
+        help="Serve only Services of this spec.loadBalancerClass (default: those without one)."
+    )
+    identity: str = core_settings.setting(
+        factory=_default_identity, help="This replica's name in the leader Lease and in Events."
+    )
+    lease_name: str = core_settings.setting(
+        "ironlb-controller", help="Lease the replicas elect a leader with."
+    )
+    lease_duration: float = core_settings.setting(
+        15.0, help="Seconds a leader's Lease lives unrenewed before another replica takes over."
+    )
+    workers: int = core_settings.setting(
+        16, help="Services reconciled concurrently (their API writes overlap)."
+    )
+    listen_address: str = core_settings.setting(
+        "0.0.0.0", help="Address the metrics and webhook servers bind."
+    )
+    metrics_port: int = core_settings.setting(
+        7472, help="HTTP port of /metrics, /healthz and /readyz."
+    )
+    webhook_port: int = core_settings.setting(
+        9443, help="HTTPS port of the admission webhook; 0 disables it."
+    )
+    webhook_service: str = core_settings.setting(
+        "ironlb-webhook-service", help="Service in front of the webhook (named in its certificate)."
+    )
+    webhook_configuration: str = core_settings.setting(
+        "ironlb-webhook", help="ValidatingWebhookConfiguration whose caBundle is kept current."
+    )
+    webhook_secret: str = core_settings.setting(
+        "ironlb-webhook-cert", help="Secret holding the webhook's CA and serving certificate."
+    )

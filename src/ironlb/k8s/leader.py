@@ -4,7 +4,8 @@ One Lease per controller deployment, never one per Service: API load does not gr
 number of Services. The decision is `core.lease`; this shell reads and writes the Lease with
 optimistic concurrency (a lost race is a 409 and simply means: observe again).
 
-`run()` returns only by raising `LostLeadership` (renewals failed for `renew_deadline`): the
+`acquire()` returns once this replica leads; `keep_renewing()` returns only by raising
+`LostLeadership` (renewals failed for `renew_deadline`, or another replica took over): the
 caller must stop acting as leader at once; the controller exits and restarts clean, as
 client-go-based controllers do. `release()` hands the Lease over on a graceful shutdown so the
 next replica takes over without waiting for expiry.
@@ -124,8 +125,8 @@ class LeaderElection:
             log.info("acquired lease %s/%s as %s", self._namespace, self._name, self.identity)
         return True
 
-    async def run(self) -> None:
-        """Acquire, then renew for ever; raises LostLeadership if renewals fail too long."""
+    async def acquire(self) -> None:
+        """Return once this replica holds the Lease."""
         while not self.leading.is_set():
             try:
                 if await self._try_once():
@@ -134,6 +135,9 @@ class LeaderElection:
             except (k8s.ApiError, k8s.Unreachable) as e:
                 log.warning("lease %s: %s", self._name, e)
             await asyncio.sleep(self._retry)
+
+    async def keep_renewing(self) -> None:
+        """Renew for ever; raises LostLeadership when renewals fail for `renew_deadline`."""
         last_renewal = self._clock()
         while True:
             await asyncio.sleep(self._retry)

@@ -4,8 +4,9 @@
 - A key is handed to one worker at a time; added again while being processed, it is queued
   again when that worker calls `done`, so the newest state is always reconciled.
 - `add_after` requeues later (retries with backoff); an earlier `add` wins over a pending delay.
-- `close()` makes `get` return None once the queue is empty, so workers finish their current
-  key and stop: shutdown never abandons a half-written change.
+- `close()` drops what is waiting and makes `get` return None: workers finish the key in hand
+  and stop (`active` counts those), so shutdown never abandons a half-written change. Keys not
+  yet started need nothing: whoever leads next reconciles everything from the API.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ class WorkQueue(Generic[K]):
         self._dirty: set[K] = set()  # added again while active
         self._timers: dict[K, asyncio.TimerHandle] = {}
         self._ready = asyncio.Event()  # set whenever a waiter may find work (or the end)
+        self._idle = asyncio.Event()  # set while no key is in a worker's hands
+        self._idle.set()
         self._closed = False
 
     def __len__(self) -> int:
@@ -32,6 +35,11 @@ class WorkQueue(Generic[K]):
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def active(self) -> int:
+        """Keys handed to workers and not yet `done`."""
+        return len(self._active)
 
     def add(self, key: K) -> None:
         if self._closed:
@@ -56,7 +64,7 @@ class WorkQueue(Generic[K]):
         self.add(key)
 
     async def get(self) -> K | None:
-        """The next key to process (mark it `done` afterwards), or None once closed and empty."""
+        """The next key to process (mark it `done` afterwards), or None once closed."""
         while not self._queued:
             if self._closed:
                 return None
@@ -64,16 +72,25 @@ class WorkQueue(Generic[K]):
             await self._ready.wait()
         key, _ = self._queued.popitem(last=False)
         self._active.add(key)
+        self._idle.clear()
         return key
+
+    async def idle(self) -> None:
+        """Return once no key is being processed."""
+        await self._idle.wait()
 
     def done(self, key: K) -> None:
         self._active.discard(key)
+        if not self._active:
+            self._idle.set()
         if key in self._dirty:
             self._dirty.discard(key)
             self.add(key)
 
     def close(self) -> None:
         self._closed = True
+        self._queued.clear()
+        self._dirty.clear()
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()

@@ -15,7 +15,6 @@ namespaces are never finalised (each run gets a fresh etcd, so nothing piles up)
 from __future__ import annotations
 
 import base64
-import datetime
 import ipaddress
 import os
 import shutil
@@ -27,11 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from ironlb.core import pki
 from ironlb.lab import netns
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -55,93 +53,6 @@ def binaries(build: bool = True) -> Path:
             f"kube-apiserver and etcd are not built ({' '.join(args)}): {proc.stderr.strip()}"
         )
     return Path(proc.stdout.strip().splitlines()[-1])
-
-
-def _pem_cert(cert: x509.Certificate) -> bytes:
-    return cert.public_bytes(serialization.Encoding.PEM)
-
-
-def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-
-
-@dataclass(frozen=True)
-class CertificateAuthority:
-    cert: x509.Certificate
-    key: ec.EllipticCurvePrivateKey
-
-    @classmethod
-    def create(cls, common_name: str) -> CertificateAuthority:
-        key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-        now = datetime.datetime.now(datetime.UTC)
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=365))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .sign(key, hashes.SHA256())
-        )
-        return cls(cert, key)
-
-    def issue(
-        self,
-        common_name: str,
-        *,
-        organization: str | None = None,
-        ips: tuple[str, ...] = (),
-        dns: tuple[str, ...] = (),
-        server: bool = False,
-        days: int = 365,
-    ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-        key = ec.generate_private_key(ec.SECP256R1())
-        attrs = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
-        if organization:
-            attrs.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
-        now = datetime.datetime.now(datetime.UTC)
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name(attrs))
-            .issuer_name(self.cert.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=days))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.ExtendedKeyUsage(
-                    [ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]
-                ),
-                critical=False,
-            )
-        )
-        sans: list[x509.GeneralName] = [x509.DNSName(d) for d in dns]
-        sans += [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
-        if sans:
-            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        return builder.sign(self.key, hashes.SHA256()), key
 
 
 def kubeconfig(
@@ -214,7 +125,7 @@ class ControlPlane:
 
     def _write_pki(self) -> None:
         self.pki.mkdir(parents=True, exist_ok=True)
-        ca = CertificateAuthority.create("ironlb-lab-ca")
+        ca = pki.CertificateAuthority.create("ironlb-lab-ca")
         serving, serving_key = ca.issue(
             "kube-apiserver",
             ips=(
@@ -232,13 +143,13 @@ class ControlPlane:
         admin, admin_key = ca.issue(ADMIN_USER, organization="system:masters")
         sa_key = ec.generate_private_key(ec.SECP256R1())
         files = {
-            "ca.crt": _pem_cert(ca.cert),
-            "ca.key": _pem_key(ca.key),
-            "apiserver.crt": _pem_cert(serving),
-            "apiserver.key": _pem_key(serving_key),
-            "admin.crt": _pem_cert(admin),
-            "admin.key": _pem_key(admin_key),
-            "sa.key": _pem_key(sa_key),
+            "ca.crt": pki.pem_cert(ca.cert),
+            "ca.key": pki.pem_key(ca.key),
+            "apiserver.crt": pki.pem_cert(serving),
+            "apiserver.key": pki.pem_key(serving_key),
+            "admin.crt": pki.pem_cert(admin),
+            "admin.key": pki.pem_key(admin_key),
+            "sa.key": pki.pem_key(sa_key),
             "sa.pub": sa_key.public_key().public_bytes(
                 serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
             ),

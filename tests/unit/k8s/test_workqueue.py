@@ -56,10 +56,15 @@ async def test_waiting_workers_wake_on_add_and_stop_on_close() -> None:
     assert got.count(None) == 2
 
 
-async def test_close_drains_what_is_queued_first() -> None:
+async def test_close_drops_waiting_keys_and_counts_the_ones_in_hand() -> None:
     q: workqueue.WorkQueue[str] = workqueue.WorkQueue()
-    q.add("x")
+    q.add("in-hand")
+    q.add("waiting")
+    assert await q.get() == "in-hand"
     q.close()
     q.add("ignored")
-    assert await q.get() == "x"
+    assert q.active == 1
     assert await q.get() is None
+    q.done("in-hand")
+    assert q.active == 0
+    await asyncio.wait_for(q.idle(), 1)

@@ -1,0 +1,120 @@
+"""`ironlb controller`: wiring and lifecycle of one controller replica.
+
+Every replica keeps its caches warm and serves the admission webhook, metrics and probes; only
+the replica holding the Lease allocates. Losing the Lease ends the process (it restarts clean
+and rebuilds everything from the API, like client-go controllers). SIGTERM: stop taking work,
+finish the reconciles in flight, hand the Lease over, flush Events, exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import signal
+
+from ironlb.controller import allocation, metrics, webhook
+from ironlb.controller import settings as settings_
+from ironlb.core import backoff, config
+from ironlb.k8s import client as k8s
+from ironlb.k8s import events, leader, serving
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_GRACE = 10.0
+
+
+class _Stop(Exception):
+    """Raised inside the task group to end it after a graceful shutdown."""
+
+
+async def run(settings: settings_.Settings) -> int:
+    async with k8s.Client.from_config(settings.kubeconfig) as client:
+        recorder = events.Recorder(client, "ironlb.io/controller", settings.identity)
+        allocations = allocation.Allocations(client, settings, recorder)
+        election = leader.LeaderElection(
+            client,
+            settings.namespace,
+            settings.lease_name,
+            settings.identity,
+            lease_duration=settings.lease_duration,
+            renew_deadline=settings.lease_duration * 2 / 3,
+            retry_period=settings.lease_duration / 7.5,
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+
+        def current_config() -> list[config.ConfigKind]:
+            return [o for src in allocations.config_sources for o in src.items.values()]
+
+        routes: dict[str, serving.Handler] = {
+            "/metrics": serving.metrics,
+            "/healthz": serving.probe(lambda: None),
+            "/readyz": serving.probe(allocations.ready),
+        }
+
+        async def lead() -> None:
+            await election.acquire()
+            metrics.IS_LEADER.set(1)
+            log.info("leading as %s", settings.identity)
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(election.keep_renewing())
+                tg.create_task(allocations.lead())
+
+        async def serve_webhook() -> None:
+            certs = webhook.Certificates(client, settings)
+            retry = backoff.Backoff(backoff.Policy(initial=0.5, cap=10.0))
+            while True:
+                try:
+                    await certs.ensure(may_rotate=False)
+                    break
+                except (k8s.ApiError, k8s.Unreachable) as e:
+                    delay = retry.next_delay(random.random()) or 10.0
+                    log.warning("webhook certificate not ready (%s); retrying in %.1fs", e, delay)
+                    await asyncio.sleep(delay)
+            handler = webhook.Admission(current_config, settings).handle
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(certs.keep_current(election.leading.is_set))
+                tg.create_task(
+                    serving.Server(
+                        settings.listen_address,
+                        settings.webhook_port,
+                        {"/validate": handler},
+                        tls=certs.context,
+                    ).serve()
+                )
+
+        async def shutdown() -> None:
+            await stop.wait()
+            log.info("shutting down")
+            allocations.queue.close()
+            try:
+                async with asyncio.timeout(SHUTDOWN_GRACE):
+                    await allocations.queue.idle()
+                    await election.release()
+                    await recorder.flush()
+            except TimeoutError:
+                log.warning("shutdown grace period over; exiting with work in flight")
+            raise _Stop
+
+        exit_code = 0
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(shutdown())
+                tg.create_task(recorder.run())
+                for cache in allocations.caches:
+                    tg.create_task(cache.run())
+                if settings.webhook_port:
+                    tg.create_task(serve_webhook())
+                tg.create_task(
+                    serving.Server(settings.listen_address, settings.metrics_port, routes).serve()
+                )
+                tg.create_task(lead())
+        except* _Stop:
+            pass
+        except* leader.LostLeadership as group:
+            log.error("%s: exiting", group.exceptions[0])
+            exit_code = 1
+    return exit_code

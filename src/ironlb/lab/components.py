@@ -1,0 +1,174 @@
+"""ironlb's own processes in the lab: the controller (and, later, the speakers).
+
+Each runs as `python -m ironlb.cli ...` inside a lab namespace, with a kubeconfig minted for its
+service account (so the RBAC manifests are what it runs with), its log in the lab's workdir.
+There is no kubelet or endpoints controller: the lab writes the webhook Service's endpoints
+itself, pointing at the controller's address.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from ironlb.lab import cluster as lab_cluster
+from ironlb.lab import netns
+
+WEBHOOK_PORT = 9443
+WEBHOOK_SERVICE = "ironlb-webhook-service"
+
+
+@dataclass
+class Process:
+    """One ironlb process in a lab namespace."""
+
+    name: str
+    ns: netns.Netns
+    proc: subprocess.Popen[bytes]
+    log: Path
+    metrics_url: str
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, timeout: float = 15.0) -> int:
+        """SIGTERM and wait (the graceful path)."""
+        if self.alive:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(5)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash or an OOM kill would."""
+        if self.alive:
+            self.proc.kill()
+        self.proc.wait(5)
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def get(self, path: str, timeout: float = 2.0) -> tuple[int, str]:
+        """GET one of its HTTP endpoints from inside its namespace."""
+        try:
+            with (
+                netns.entered(self.ns.name),
+                urllib.request.urlopen(self.metrics_url + path, timeout=timeout) as resp,
+            ):
+                return int(resp.status), resp.read().decode()
+        except urllib.error.HTTPError as e:
+            return int(e.code), e.read().decode()
+        except OSError as e:
+            return 0, str(e)
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive:
+                raise netns.LabError(f"{self.name} exited:\n{self.log_text()[-3000:]}")
+            if self.get("/readyz")[0] == 200:
+                return
+            time.sleep(0.1)
+        raise netns.LabError(f"{self.name} not ready after {timeout}s:\n{self.log_text()[-3000:]}")
+
+    def metric(self, name: str, labels: str = "") -> float | None:
+        """One sample of its /metrics (first match of `name{labels...}`), or None."""
+        status, text = self.get("/metrics")
+        if status != 200:
+            return None
+        for line in text.splitlines():
+            if line.startswith((name + "{", name + " ")) and labels in line:
+                return float(line.rsplit(" ", 1)[1])
+        return None
+
+
+def install_webhook(c: lab_cluster.Cluster, address: str) -> None:
+    """Register the webhook and point its Service at `address` (the lab's endpoints)."""
+    c.kubectl("apply", "--server-side", "-f", str(lab_cluster.DEPLOY / "webhook"))
+    ns = lab_cluster.CONFIG_NAMESPACE
+    endpoints = {
+        "apiVersion": "v1",
+        "kind": "Endpoints",
+        "metadata": {"name": WEBHOOK_SERVICE, "namespace": ns},
+        "subsets": [
+            {
+                "addresses": [{"ip": address}],
+                "ports": [{"name": "webhook", "port": WEBHOOK_PORT, "protocol": "TCP"}],
+            }
+        ],
+    }
+    family = "IPv6" if ":" in address else "IPv4"
+    slice_ = {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": f"{WEBHOOK_SERVICE}-lab",
+            "namespace": ns,
+            "labels": {
+                "kubernetes.io/service-name": WEBHOOK_SERVICE,
+                "endpointslice.kubernetes.io/managed-by": "lab.ironlb.io",
+            },
+        },
+        "addressType": family,
+        "endpoints": [{"addresses": [address], "conditions": {"ready": True}}],
+        "ports": [{"name": "webhook", "port": WEBHOOK_PORT, "protocol": "TCP"}],
+    }
+    c.kubectl("apply", "--server-side", "-f", "-", stdin=yaml.safe_dump_all([endpoints, slice_]))
+
+
+def uninstall_webhook(c: lab_cluster.Cluster) -> None:
+    c.kubectl("delete", "validatingwebhookconfiguration", "ironlb-webhook", "--ignore-not-found")
+
+
+def start_controller(
+    c: lab_cluster.Cluster,
+    *,
+    name: str = "controller",
+    metrics_port: int = 7472,
+    webhook: bool = True,
+    extra: tuple[str, ...] = (),
+    wait: bool = True,
+) -> Process:
+    """Run a controller replica on the control-plane host, as service account
+    ironlb-controller."""
+    host = c.ctl
+    kubeconfig = c.service_account_kubeconfig("ironlb-controller")
+    if webhook:
+        install_webhook(c, host.ipv4)
+    log = c.lab.workdir / f"{name}.log"
+    argv = [
+        sys.executable,
+        "-m",
+        "ironlb.cli",
+        "controller",
+        f"--kubeconfig={kubeconfig}",
+        f"--identity={name}",
+        f"--listen-address={host.ipv4}",
+        f"--metrics-port={metrics_port}",
+        f"--webhook-port={WEBHOOK_PORT if webhook else 0}",
+        "--log-level=debug",
+        *extra,
+    ]
+    proc = host.ns.spawn(argv, log=log)
+    process = Process(name, host.ns, proc, log, f"http://{host.ipv4}:{metrics_port}")
+    if wait:
+        process.wait_ready()
+    return process
+
+
+def service_status(c: lab_cluster.Cluster, namespace: str, name: str) -> list[str]:
+    """The addresses in a Service's status.loadBalancer.ingress."""
+    out = c.kubectl("get", "service", name, "-n", namespace, "-o", "json")
+    ingress = (json.loads(out).get("status") or {}).get("loadBalancer", {}).get("ingress") or []
+    return [i["ip"] for i in ingress if "ip" in i]
