@@ -47,9 +47,6 @@ CONFIG_KINDS: tuple[tuple[k8s.Resource, type[config.ConfigKind]], ...] = (
     (k8s.BFD_PROFILES, config.BFDProfile),
     (k8s.COMMUNITIES, config.Community),
 )
-CONFIGURATION_STATES = k8s.Resource(
-    "metallb.io", "v1beta1", "ConfigurationState", "configurationstates"
-)
 # Waiting for another Service's status to stop showing an address we now hold.
 _HANDOVER_RETRY = 0.05
 
@@ -168,6 +165,8 @@ class Allocations:
             dropped: list[model.ServiceKey] = []
         else:
             dropped = self.allocator.update_config(cfg)
+            for key in dropped:
+                self._record_dropped(key)
         previous = self.applied
         self.applied = cfg
         metrics.CONFIG_LOADED.set(1)
@@ -187,6 +186,18 @@ class Allocations:
         await self._report_state(True, "")
         if first:
             log.info("re-reserved %d existing assignments", len(self.allocator.snapshot()))
+
+    def _record_dropped(self, key: model.ServiceKey) -> None:
+        svc = self.services.items.get(key)
+        if svc is not None:
+            shown = ", ".join(map(str, svc.ingress_ips)) or "its addresses"
+            self._events.record(
+                _regarding(svc),
+                "Normal",
+                "ClearAssignment",
+                f"{shown} no longer in any IPAddressPool",
+            )
+        self._released(key)
 
     def _reserve_existing(self) -> None:
         assert self.allocator is not None
@@ -216,12 +227,12 @@ class Allocations:
         }
         try:
             await self._client.apply(
-                CONFIGURATION_STATES,
+                k8s.CONFIGURATION_STATES,
                 {"metadata": meta, "spec": {"type": "Controller"}},
                 field_manager=FIELD_MANAGER,
             )
             await self._client.apply(
-                CONFIGURATION_STATES,
+                k8s.CONFIGURATION_STATES,
                 {
                     "metadata": meta,
                     "status": {

@@ -102,6 +102,9 @@ COMMUNITIES = Resource("metallb.io", "v1beta1", "Community", "communities")
 BGP_PEERS = Resource("metallb.io", "v1beta2", "BGPPeer", "bgppeers")
 SERVICE_L2_STATUSES = Resource("metallb.io", "v1beta1", "ServiceL2Status", "servicel2statuses")
 SERVICE_BGP_STATUSES = Resource("metallb.io", "v1beta1", "ServiceBGPStatus", "servicebgpstatuses")
+CONFIGURATION_STATES = Resource(
+    "metallb.io", "v1beta1", "ConfigurationState", "configurationstates"
+)
 
 
 class ApiError(Exception):
