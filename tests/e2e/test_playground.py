@@ -40,6 +40,10 @@ def test_lab_up_shows_the_crds_through_the_printed_kubeconfig() -> None:
         assert crds.returncode == 0, crds.stderr
         assert "ipaddresspools.metallb.io" in crds.stdout
         assert "bgppeers.metallb.io" in crds.stdout
+        # The controller gave the demo Service an address from the example pool.
+        assert state["demo"] == "198.18.0.240"
+        demo = ironlb("lab", "kubectl", "--name", name, "get", "svc", "demo", "--no-headers")
+        assert "198.18.0.240" in demo.stdout
         nodes = ironlb("lab", "kubectl", "--name", name, "get", "nodes", "-o", "name")
         assert nodes.stdout.split() == ["node/node-1", "node/node-2", "node/node-3"]
         status = ironlb("lab", "status", "--name", name)

@@ -52,7 +52,9 @@ _HANDOVER_RETRY = 0.05
 
 
 def _parser(cls: type[config.ConfigKind]) -> Callable[[k8s.Obj], config.ConfigKind]:
-    return lambda raw: config.parse_as(raw, cls)
+    # Without status: it is ironlb's own output (pool counters), not configuration. Parsing it
+    # would make every counter update look like a configuration change.
+    return lambda raw: config.parse_as({k: v for k, v in raw.items() if k != "status"}, cls)
 
 
 def _ingress(ips: Iterable[addresses.IP]) -> list[k8s.Obj]:
@@ -158,6 +160,8 @@ class Allocations:
             await self._report_state(False, self.config_error)
             return
         self.config_error = None
+        if cfg == self.applied:
+            return  # an object was rewritten without changing the configuration
         first = self.allocator is None
         if self.allocator is None:
             self.allocator = alloc.Allocator(cfg)

@@ -348,6 +348,7 @@ class Client:
 
     async def create(self, res: Resource, body: Obj, namespace: str | None = None) -> Obj:
         ns = self._ns(res, namespace or (body.get("metadata") or {}).get("namespace"))
+        body = {"apiVersion": res.api_version, "kind": res.kind, **body}
         return await self.request("POST", res.path(ns), body=body)
 
     async def replace(

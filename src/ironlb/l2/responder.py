@@ -95,7 +95,11 @@ CONFLICTS = prometheus_client.Counter(
 
 
 class Responder:
-    """ARP and NDP for the owned addresses on one interface; use as `async with`."""
+    """ARP and NDP for the owned addresses on one interface; use as `async with`.
+
+    `mac` is the interface's MAC for the responder's whole life: when the link's MAC changes
+    (`net.links` reports LINK_CHANGED), the speaker replaces the responder.
+    """
 
     def __init__(
         self,

@@ -12,15 +12,17 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 from ironlb.lab import cluster as lab_cluster
-from ironlb.lab import netns, topology
+from ironlb.lab import components, netns, topology
 
 EXAMPLE_CONFIG = lab_cluster.DEPLOY / "examples" / "lab-l2.yaml"
+DEMO_SERVICE = lab_cluster.DEPLOY / "examples" / "demo-service.yaml"
 NODE_COUNT = 3
 
 
@@ -135,7 +137,10 @@ def up(name: str = "lab") -> Handle:
         client = c.lab.add_client()
         router = c.lab.add_router()
         register_nodes(c, nodes)
+        components.start_controller(c)
         c.kubectl("apply", "--server-side", "-f", str(EXAMPLE_CONFIG))
+        c.kubectl("apply", "--server-side", "-f", str(DEMO_SERVICE))
+        demo_ip = _wait_for_address(c, "default", "demo")
     except BaseException:
         c.stop()
         raise
@@ -153,9 +158,20 @@ def up(name: str = "lab") -> Handle:
         "nodes": [f"node-{i}" for i in nodes],
         "client": client.ns.name,
         "router": router.ns.name,
+        "demo": demo_ip,
     }
     h.state_file.write_text(json.dumps(state, indent=2))
     return h
+
+
+def _wait_for_address(c: lab_cluster.Cluster, namespace: str, name: str) -> str:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        ips = components.service_status(c, namespace, name)
+        if ips:
+            return ips[0]
+        time.sleep(0.2)
+    raise netns.LabError(f"Service {namespace}/{name} got no address within 30 s")
 
 
 def down(name: str = "lab") -> bool:
@@ -233,6 +249,9 @@ def next_steps(h: Handle) -> str:
             f"ironlb lab {h.name!r} is up: kube-apiserver {state['server']} "
             f"(ready in {state['startup_seconds']} s), nodes node-1..node-{NODE_COUNT},"
             " a LAN client, a router and a remote client.",
+            f"The controller (on the control-plane host) gave the demo Service {state['demo']}:",
+            "",
+            "  ironlb lab kubectl get svc demo",
             "",
             "The lab lives in network namespaces (it never touches this host's network), so",
             "kubectl runs inside the lab's control-plane namespace:",

@@ -13,8 +13,8 @@ Address plan (only documentation/benchmarking ranges, never anything routable):
     L2 service pool    198.18.0.240/28   2001:db8::f0/124   (on the LAN: answered by ARP/NDP)
     remote LAN         198.18.1.0/24     2001:db8:1::/64    router .1, remote .100
     BGP service pool   203.0.113.0/24    2001:db8:100::/120 (routed by the router)
-    Service ClusterIPs 198.19.240.0/20   2001:db8:fff0::/112 (never carry packets: no kube-proxy)
-    Pod CIDRs          198.19.i.0/24     2001:db8:10:i::/64  (node-i)
+    Service ClusterIPs 198.19.128.0/17   2001:db8:fff0::/112 (never carry packets: no kube-proxy)
+    Pod CIDRs          198.19.i.0/24     2001:db8:10:i::/64  (node-i, i < 128)
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ REMOTE_V4 = ipaddress.IPv4Network("198.18.1.0/24")
 REMOTE_V6 = ipaddress.IPv6Network("2001:db8:1::/64")
 L2_POOL = ("198.18.0.240/28", "2001:db8::f0/124")
 BGP_POOL = ("203.0.113.0/24", "2001:db8:100::/120")
-SERVICE_CIDRS = ("198.19.240.0/20", "2001:db8:fff0::/112")
+SERVICE_CIDRS = ("198.19.128.0/17", "2001:db8:fff0::/112")
 ALLOWED = tuple(
     ipaddress.ip_network(n)
     for n in ("198.18.0.0/15", "192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32")

@@ -108,6 +108,8 @@ class LinkEvent:
 
 
 class Route(NamedTuple):
+    """How the kernel would reach a destination: through `interface`, from `source`."""
+
     interface: str
     source: ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -135,8 +137,10 @@ async def route_source(destination: ipaddress.IPv4Address | ipaddress.IPv6Addres
 class Monitor:
     """A live table of links and a stream of their changes: `async for event in monitor`.
 
-    Use as `async with`; `links` is the table as of the last event returned. Events come in the
-    kernel's order; one notification may yield several (a link going down also loses carrier).
+    Use as `async with`. Events come in the kernel's order; one notification may yield several
+    (a link set down usually loses carrier too). `links` is the table the monitor holds: it
+    reflects every event returned so far, and may already reflect some still to come, which is
+    what a level-triggered reader wants.
     """
 
     def __init__(self, *, receive_buffer: int = 1 << 20) -> None:

@@ -1,0 +1,209 @@
+"""Allocation benchmark against the real API server (the lab's etcd + kube-apiserver).
+
+1. 20 pools; N LoadBalancer Services (10 000, --quick 1 000) created by 16 concurrent clients,
+   spread over the pools by the `metallb.io/address-pool` annotation. Latency of each from its
+   create request to a watch seeing its status.loadBalancer.ingress (bulk, under full load).
+2. With the N Services in place: 200 more created one at a time; same latency (the headline:
+   what a user sees when the cluster already holds N Services).
+3. The controller is SIGKILLed and restarted: time until it has re-reserved everything and a
+   Service created just after the restart has its address, and proof that no existing status
+   was rewritten (the new controller's update counter covers only that one Service).
+4. The controller's peak RSS (VmHWM).
+
+Last line: `alloc_p99_ms: <p99 of phase 2> ms`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from ironlb.k8s import client as k8s
+from ironlb.lab import cluster as lab_cluster
+from ironlb.lab import components, netns
+
+POOLS = 20
+NS = "bench"
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def pool(i: int) -> k8s.Obj:
+    # 20 /23s in 198.18.64.0/18: 10 240 addresses, away from the lab LAN.
+    third = 64 + 2 * i
+    return {
+        "metadata": {"name": f"pool-{i:02d}", "namespace": lab_cluster.CONFIG_NAMESPACE},
+        "spec": {"addresses": [f"198.18.{third}.0/23"], "serviceAllocation": {"namespaces": [NS]}},
+    }
+
+
+def service(i: int) -> k8s.Obj:
+    return {
+        "metadata": {
+            "name": f"s{i:05d}",
+            "annotations": {"metallb.io/address-pool": f"pool-{i % POOLS:02d}"},
+        },
+        # No NodePorts: 10 000 Services would exhaust the default NodePort range, and an
+        # L2/BGP load balancer does not need them.
+        "spec": {
+            "type": "LoadBalancer",
+            "allocateLoadBalancerNodePorts": False,
+            "ports": [{"port": 80, "protocol": "TCP"}],
+        },
+    }
+
+
+class Watcher:
+    """Records when each Service of the namespace first shows an address."""
+
+    def __init__(self) -> None:
+        self.assigned: dict[str, float] = {}
+        self.waiters: dict[str, asyncio.Future[float]] = {}
+
+    async def run(self, admin: k8s.Client, rv: str) -> None:
+        while True:
+            try:
+                async for ev in admin.watch(k8s.SERVICES, rv, NS, timeout_seconds=600):
+                    rv = ev.object["metadata"].get("resourceVersion", rv)
+                    if ev.type == "BOOKMARK":
+                        continue
+                    name = ev.object["metadata"]["name"]
+                    lb = (ev.object.get("status") or {}).get("loadBalancer") or {}
+                    if lb.get("ingress") and name not in self.assigned:
+                        now = time.monotonic()
+                        self.assigned[name] = now
+                        fut = self.waiters.pop(name, None)
+                        if fut is not None and not fut.done():
+                            fut.set_result(now)
+            except (k8s.ApiError, k8s.Unreachable):
+                await asyncio.sleep(0.1)
+
+    def wait(self, name: str) -> asyncio.Future[float]:
+        fut: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        if name in self.assigned:
+            fut.set_result(self.assigned[name])
+        else:
+            self.waiters[name] = fut
+        return fut
+
+
+async def create_bulk(admin: k8s.Client, indices: range, created: dict[str, float]) -> None:
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in indices:
+        queue.put_nowait(i)
+
+    async def worker() -> None:
+        while not queue.empty():
+            i = queue.get_nowait()
+            body = service(i)
+            created[body["metadata"]["name"]] = time.monotonic()
+            await admin.create(k8s.SERVICES, body, NS)
+
+    async with asyncio.TaskGroup() as tg:
+        for _ in range(16):
+            tg.create_task(worker())
+
+
+def rss_peak_mb(proc: components.Process) -> float:
+    for line in Path(f"/proc/{proc.proc.pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def bench(c: lab_cluster.Cluster, count: int, probes: int) -> float:
+    ctl = components.start_controller(c, webhook=False)
+    async with k8s.Client.from_config(
+        c.control_plane.admin_kubeconfig, max_connections=64
+    ) as admin:
+        await admin.create(k8s.NAMESPACES, {"metadata": {"name": NS}})
+        for i in range(POOLS):
+            await admin.create(k8s.IP_ADDRESS_POOLS, pool(i), lab_cluster.CONFIG_NAMESPACE)
+        _, rv = await admin.list_all(k8s.SERVICES, NS)
+        watcher = Watcher()
+        async with asyncio.TaskGroup() as tg:
+            watch = tg.create_task(watcher.run(admin, rv))
+
+            created: dict[str, float] = {}
+            t0 = time.monotonic()
+            await create_bulk(admin, range(count), created)
+            created_in = time.monotonic() - t0
+            await asyncio.wait_for(asyncio.gather(*(watcher.wait(n) for n in created)), 900)
+            bulk_done = time.monotonic() - t0
+            bulk = [(watcher.assigned[n] - t) * 1000 for n, t in created.items()]
+            print(
+                f"phase 1: {count} Services created in {created_in:.1f} s "
+                f"({count / created_in:.0f}/s), all assigned after {bulk_done:.1f} s"
+            )
+            print(
+                f"  bulk create->ingress: p50 {pct(bulk, 0.5):.0f} ms, p99 {pct(bulk, 0.99):.0f} ms"
+            )
+
+            single = []
+            for j in range(probes):
+                body = service(count + j)
+                name = body["metadata"]["name"]
+                start = time.monotonic()
+                await admin.create(k8s.SERVICES, body, NS)
+                single.append((await asyncio.wait_for(watcher.wait(name), 30) - start) * 1000)
+            print(
+                f"phase 2: {probes} Services created one by one while {count} exist: "
+                f"p50 {pct(single, 0.5):.1f} ms, p99 {pct(single, 0.99):.1f} ms, "
+                f"mean {statistics.mean(single):.1f} ms"
+            )
+            rss_before = rss_peak_mb(ctl)
+
+            ctl.kill()
+            start = time.monotonic()
+            ctl = components.start_controller(c, webhook=False, wait=False)
+            canary = service(count + probes)
+            await admin.create(k8s.SERVICES, canary, NS)
+            await asyncio.wait_for(watcher.wait(canary["metadata"]["name"]), 120)
+            converged = time.monotonic() - start
+            await asyncio.sleep(1.0)  # let the canary's annotation write land before counting
+            updates = ctl.metric("metallb_k8s_client_updates_total") or 0.0
+            print(
+                f"phase 3: restarted controller converged in {converged:.2f} s "
+                f"(process start to a new Service assigned, {count + probes} already "
+                f"assigned); writes by the new controller: {updates:.0f} (the new Service's "
+                "status and annotation, plus any write the killed one left unfinished)"
+            )
+            print(
+                f"phase 4: controller peak RSS {max(rss_before, rss_peak_mb(ctl)):.0f} MB "
+                f"(first run {rss_before:.0f} MB, after restart {rss_peak_mb(ctl):.0f} MB)"
+            )
+            watch.cancel()
+    ctl.stop()
+    return pct(single, 0.99)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="1 000 Services instead of 10 000")
+    parser.add_argument("--services", type=int, help="number of Services (overrides --quick)")
+    args = parser.parse_args()
+    count = args.services or (1000 if args.quick else 10_000)
+    with tempfile.TemporaryDirectory(prefix="ironlb-bench-") as tmp:
+        c = lab_cluster.Cluster.start(Path(tmp))
+        try:
+            with netns.entered(c.ctl.ns.name):
+                try:
+                    p99 = asyncio.run(bench(c, count, probes=100 if args.quick else 200))
+                except* asyncio.CancelledError:
+                    p99 = float("nan")
+        finally:
+            c.stop()
+    print(f"alloc_p99_ms: {p99:.1f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
