@@ -161,7 +161,11 @@ class Allocations:
             return
         self.config_error = None
         if cfg == self.applied:
-            return  # an object was rewritten without changing the configuration
+            # Nothing to apply (an object was rewritten without changing the configuration, or
+            # an invalid change was undone); only say that what is in force is the latest.
+            metrics.CONFIG_STALE.set(0)
+            await self._report_state(True, "")
+            return
         first = self.allocator is None
         if self.allocator is None:
             self.allocator = alloc.Allocator(cfg)

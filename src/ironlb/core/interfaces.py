@@ -13,11 +13,16 @@ usable when it
    the talking) and does not have NOARP set (such a link does neither ARP nor NDP).
 
 Where no advertisement lists interfaces, ironlb narrows further than MetalLB, which answers on
-every usable interface: if some usable interfaces have an address in a subnet that contains the
-service address, only they announce it. Clients ask only for addresses they consider on-link, so
-that is where they are, and answering elsewhere is how the wrong NIC of a multi-homed node ends
-up answering. If none has such an address, every usable interface announces it, as in MetalLB (a
-pool may be a subnet no node has an address in).
+every usable interface: if some interfaces (rules 1-3 and no master/NOARP) have an address in a
+subnet that contains the service address, only those of them that are up with carrier announce
+it, and if none is, the node cannot announce it at all. Clients ask only for addresses they
+consider on-link, so that is where they are, and answering elsewhere is how the wrong NIC of a
+multi-homed node ends up answering. If no interface has such an address, every usable interface
+announces it, as in MetalLB (a pool may be a subnet no node has an address in).
+
+Because that makes "can this node announce this address" depend only on which of its subnets
+have a usable interface, a node can tell its peers in a few bytes (`blocked_subnets`, `blind`),
+and every speaker then elects the same owner when a NIC loses carrier (`can_announce`).
 
 Every interface is either chosen or rejected with one reason, the first rule it fails, worded
 for `ironlb doctor`.
@@ -28,7 +33,14 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface
+from ipaddress import (
+    IPv4Address,
+    IPv4Interface,
+    IPv4Network,
+    IPv6Address,
+    IPv6Interface,
+    IPv6Network,
+)
 from typing import Generic, Protocol, TypeVar
 
 DEFAULT_EXCLUDED: tuple[str, ...] = (
@@ -109,36 +121,82 @@ def choose(
     candidates = list(interfaces)
     names = {interface.index: interface.name for interface in candidates}
     rejected: dict[str, str] = {}
+    eligible: list[IfaceT] = []
     usable: list[IfaceT] = []
     for interface in candidates:
-        reason = _unusable(interface, listed, excluded, names)
+        reason = _ineligible(interface, listed, excluded, names)
         if reason is None:
-            usable.append(interface)
-        else:
+            eligible.append(interface)
+            reason = _unavailable(interface)
+            if reason is None:
+                usable.append(interface)
+        if reason is not None:
             rejected[interface.name] = reason
     chosen = usable
     if not listed:
-        on_subnet = [interface for interface in usable if _on_subnet(address, interface)]
-        if on_subnet:
-            chosen = on_subnet
-            instead = ", ".join(interface.name for interface in on_subnet)
-            chosen_indexes = {interface.index for interface in on_subnet}
+        homes = {i.index: i.name for i in eligible if _on_subnet(address, i)}
+        if homes:
+            chosen = [interface for interface in usable if interface.index in homes]
+            instead = ", ".join(homes.values())
             for interface in usable:
-                if interface.index not in chosen_indexes:
+                if interface.index not in homes:
                     rejected[interface.name] = (
-                        f"no address in a subnet of {address} (announced on {instead})"
+                        f"no address in a subnet of {address} (its subnet is on {instead})"
                     )
     present = set(names.values())
     missing = tuple(sorted(name for name in set(listed) if name not in present))
     return Choice(tuple(chosen), rejected, missing)
 
 
-def _unusable(
+Network = IPv4Network | IPv6Network
+
+
+def blocked_subnets(
+    interfaces: Iterable[Interface], excluded: Sequence[str] = DEFAULT_EXCLUDED
+) -> tuple[Network, ...]:
+    """Subnets of the node that no usable interface serves: addresses in them cannot be
+    announced by this node (see `choose`)."""
+    candidates = list(interfaces)
+    names = {interface.index: interface.name for interface in candidates}
+    served: set[Network] = set()
+    present: set[Network] = set()
+    for interface in candidates:
+        if _ineligible(interface, (), excluded, names) is not None:
+            continue
+        nets = {
+            own.network for own in interface.addresses if own.network.prefixlen < own.max_prefixlen
+        }
+        present |= nets
+        if _unavailable(interface) is None:
+            served |= nets
+    return tuple(sorted(present - served, key=lambda n: (n.version, n)))
+
+
+def blind(interfaces: Iterable[Interface], excluded: Sequence[str] = DEFAULT_EXCLUDED) -> bool:
+    """True when no interface of the node can announce anything."""
+    candidates = list(interfaces)
+    names = {interface.index: interface.name for interface in candidates}
+    return not any(
+        _ineligible(i, (), excluded, names) is None and _unavailable(i) is None for i in candidates
+    )
+
+
+def can_announce(
+    address: IPv4Address | IPv6Address, blocked: Iterable[Network], is_blind: bool
+) -> bool:
+    """Whether a node that published (`blocked`, `is_blind`) can announce `address`."""
+    return not is_blind and not any(
+        address.version == net.version and address in net for net in blocked
+    )
+
+
+def _ineligible(
     interface: Interface,
     listed: Collection[str],
     excluded: Sequence[str],
     names: Mapping[int, str],
 ) -> str | None:
+    """Why the configuration never lets this interface announce (None: it may)."""
     if listed and interface.name not in listed:
         return "not listed in the interfaces of the matching L2Advertisements"
     for pattern in excluded:
@@ -146,15 +204,20 @@ def _unusable(
             return f"name matches the exclusion pattern {pattern!r}"
     if not interface.ethernet:
         return "not an Ethernet interface"
-    if not interface.up:
-        return "administratively down"
-    if not interface.carrier:
-        return "no carrier"
     if interface.master is not None:
         master = names.get(interface.master, f"interface index {interface.master}")
         return f"enslaved to {master}"
     if interface.noarp:
         return "NOARP is set"
+    return None
+
+
+def _unavailable(interface: Interface) -> str | None:
+    """Why this interface cannot announce right now (None: it can)."""
+    if not interface.up:
+        return "administratively down"
+    if not interface.carrier:
+        return "no carrier"
     return None
 
 

@@ -270,7 +270,7 @@ class Client:
     async def get(self, res: Resource, name: str, namespace: str | None = None) -> Obj:
         return await self.request("GET", res.path(self._ns(res, namespace), name))
 
-    async def list_all(
+    async def list_pages(
         self,
         res: Resource,
         namespace: str | None = None,
@@ -278,9 +278,9 @@ class Client:
         label_selector: str | None = None,
         field_selector: str | None = None,
         chunk: int = 500,
-    ) -> tuple[list[Obj], str]:
-        """All objects (paginated), and the resourceVersion to watch from. namespace=None: all."""
-        items: list[Obj] = []
+    ) -> AsyncIterator[tuple[list[Obj], str]]:
+        """Objects page by page (namespace=None: all namespaces), each page with the list's
+        resourceVersion (to watch from once the last page is in)."""
         params: dict[str, str | int] = {"limit": chunk}
         if label_selector:
             params["labelSelector"] = label_selector
@@ -288,16 +288,35 @@ class Client:
             params["fieldSelector"] = field_selector
         while True:
             page = await self.request("GET", res.path(namespace), params=params)
-            for item in page.get("items") or ():
+            items = page.get("items") or []
+            for item in items:
                 # List items lack kind/apiVersion; restore them so parsers see whole objects.
                 item.setdefault("kind", res.kind)
                 item.setdefault("apiVersion", res.api_version)
-                items.append(item)
             meta = page.get("metadata") or {}
+            yield items, str(meta.get("resourceVersion", ""))
             token = meta.get("continue")
             if not token:
-                return items, str(meta.get("resourceVersion", ""))
+                return
             params["continue"] = token
+
+    async def list_all(
+        self,
+        res: Resource,
+        namespace: str | None = None,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> tuple[list[Obj], str]:
+        """All objects, and the resourceVersion to watch from. namespace=None: all."""
+        items: list[Obj] = []
+        version = ""
+        async for page, rv in self.list_pages(
+            res, namespace, label_selector=label_selector, field_selector=field_selector
+        ):
+            items.extend(page)
+            version = rv
+        return items, version
 
     async def watch(
         self,
@@ -306,6 +325,7 @@ class Client:
         namespace: str | None = None,
         *,
         label_selector: str | None = None,
+        field_selector: str | None = None,
         timeout_seconds: int = 300,
     ) -> AsyncIterator[WatchEvent]:
         """One watch request, with bookmarks; ends when the server closes it.
@@ -320,6 +340,8 @@ class Client:
         }
         if label_selector:
             params["labelSelector"] = label_selector
+        if field_selector:
+            params["fieldSelector"] = field_selector
         timeout = httpx2.Timeout(10.0, read=timeout_seconds + 30.0)
         try:
             async with self._http.stream(

@@ -61,6 +61,7 @@ class Reflector(Generic[T]):
         *,
         namespace: str | None = None,
         label_selector: str | None = None,
+        field_selector: str | None = None,
         on_change: Callable[[str], None] | None = None,
         watch_timeout: int = 300,
         retry: backoff.Policy | None = None,
@@ -70,6 +71,7 @@ class Reflector(Generic[T]):
         self._parse = parse
         self._namespace = namespace
         self._selector = label_selector
+        self._field_selector = field_selector
         self._on_change = on_change or (lambda _key: None)
         self._watch_timeout = watch_timeout
         self._retry = retry or backoff.Policy(initial=0.2, cap=10.0)
@@ -107,17 +109,22 @@ class Reflector(Generic[T]):
         return self.invalid.pop(key, None) is not None or gone
 
     async def relist(self) -> None:
-        objs, self._rv = await self._client.list_all(
-            self.resource, self._namespace, label_selector=self._selector
-        )
-        RELISTS.labels(self.name).inc()
         seen: set[str] = set()
         changed: list[str] = []
-        for obj in objs:
-            key = object_key(obj)
-            seen.add(key)
-            if self._store(key, obj):
-                changed.append(key)
+        # Page by page: raw JSON of one page at a time, never of the whole list.
+        async for page, rv in self._client.list_pages(
+            self.resource,
+            self._namespace,
+            label_selector=self._selector,
+            field_selector=self._field_selector,
+        ):
+            self._rv = rv
+            for obj in page:
+                key = object_key(obj)
+                seen.add(key)
+                if self._store(key, obj):
+                    changed.append(key)
+        RELISTS.labels(self.name).inc()
         for key in [k for k in self._versions if k not in seen]:
             if self._forget(key):
                 changed.append(key)

@@ -1,7 +1,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface, ip_address
+from ipaddress import (
+    IPv4Address,
+    IPv4Interface,
+    IPv4Network,
+    IPv6Address,
+    IPv6Interface,
+    ip_address,
+)
 
 import pytest
 
@@ -74,7 +81,12 @@ def test_the_first_failing_rule_is_the_reason() -> None:
     assert interfaces.choose(SERVICE_V4, [nic]).rejected == {
         "docker0": "name matches the exclusion pattern '^docker.*'"
     }
+    # What the configuration rules out is reported before what the link state does.
     nic = Nic("eth1", up=False, master=3, noarp=True)
+    assert interfaces.choose(SERVICE_V4, [nic]).rejected == {
+        "eth1": "enslaved to interface index 3"
+    }
+    nic = Nic("eth1", up=False, carrier=False)
     assert interfaces.choose(SERVICE_V4, [nic]).rejected == {"eth1": "administratively down"}
 
 
@@ -122,7 +134,9 @@ def test_interfaces_on_the_address_subnet_win_when_none_are_listed(
     )
     choice = interfaces.choose(service, [storage, lan("eth0", 2)])
     assert [nic.name for nic in choice.chosen] == ["eth0"]
-    assert choice.rejected == {"eth1": f"no address in a subnet of {service} (announced on eth0)"}
+    assert choice.rejected == {
+        "eth1": f"no address in a subnet of {service} (its subnet is on eth0)"
+    }
 
 
 def test_every_usable_interface_announces_when_none_is_on_the_subnet() -> None:
@@ -165,7 +179,7 @@ def test_rejections_by_state_are_kept_when_the_subnet_narrows() -> None:
     choice = interfaces.choose(SERVICE_V4, nics)
     assert [nic.name for nic in choice.chosen] == ["eth0"]
     assert choice.rejected == {
-        "eth1": "no address in a subnet of 198.18.0.241 (announced on eth0)",
+        "eth1": "no address in a subnet of 198.18.0.241 (its subnet is on eth0)",
         "eth2": "administratively down",
     }
 
@@ -180,3 +194,46 @@ def test_custom_exclusions_replace_the_defaults() -> None:
 def test_no_interfaces_no_choice() -> None:
     choice: interfaces.Choice[Nic] = interfaces.choose(SERVICE_V6, [])
     assert choice == interfaces.Choice((), {}, ())
+
+
+def test_a_node_whose_subnet_nic_lost_carrier_cannot_announce_that_subnet() -> None:
+    # eth0 is on the service's LAN but has no carrier; eth1 is elsewhere and fine. Answering on
+    # eth1 would be the wrong NIC: the node announces nothing, and says so.
+    eth0 = Nic("eth0", 2, carrier=False, addresses=(IPv4Interface("198.18.0.11/24"),))
+    eth1 = Nic("eth1", 3, addresses=(IPv4Interface("192.0.2.11/24"),))
+    choice = interfaces.choose(SERVICE_V4, [eth0, eth1])
+    assert choice.chosen == ()
+    assert choice.rejected == {
+        "eth0": "no carrier",
+        "eth1": "no address in a subnet of 198.18.0.241 (its subnet is on eth0)",
+    }
+    blocked = interfaces.blocked_subnets([eth0, eth1])
+    assert blocked == (IPv4Network("198.18.0.0/24"),)
+    assert not interfaces.blind([eth0, eth1])
+    # What peers conclude from the published facts matches the node's own choice.
+    assert not interfaces.can_announce(SERVICE_V4, blocked, False)
+    assert interfaces.can_announce(IPv4Address("192.0.2.200"), blocked, False)
+    assert interfaces.can_announce(IPv4Address("203.0.113.7"), blocked, False)
+
+
+def test_a_subnet_stays_announceable_while_one_of_its_nics_is_usable() -> None:
+    a = Nic("eth0", 2, carrier=False, addresses=(IPv4Interface("198.18.0.11/24"),))
+    b = Nic("eth1", 3, addresses=(IPv4Interface("198.18.0.21/24"),))
+    assert interfaces.blocked_subnets([a, b]) == ()
+    assert interfaces.choose(SERVICE_V4, [a, b]).chosen == (b,)
+
+
+def test_a_node_with_no_usable_nic_is_blind() -> None:
+    nics = [Nic("eth0", 2, up=False), Nic("docker0", 3), Nic("lo", 1)]
+    assert interfaces.blind(nics)
+    assert not interfaces.can_announce(IPv4Address("203.0.113.7"), (), True)
+    assert not interfaces.blind([Nic("eth0", 2)])
+
+
+def test_host_routes_and_excluded_nics_do_not_block_subnets() -> None:
+    nics = [
+        Nic("eth0", 2, addresses=(IPv4Interface("198.18.0.11/24"),)),
+        Nic("docker0", 3, carrier=False, addresses=(IPv4Interface("192.0.2.1/24"),)),
+        Nic("eth1", 4, carrier=False, addresses=(IPv4Interface("198.51.100.9/32"),)),
+    ]
+    assert interfaces.blocked_subnets(nics) == ()
