@@ -20,13 +20,10 @@ import click
 from ironlb.controller import main as controller_main
 from ironlb.controller import settings as controller_settings
 from ironlb.lab import netns, playground
+from ironlb.speaker import main as speaker_main
+from ironlb.speaker import settings as speaker_settings
 
 T = TypeVar("T")
-
-
-def _not_implemented(what: str, issue: str) -> None:
-    click.echo(f"ironlb {what}: not implemented yet ({issue})", err=True)
-    sys.exit(2)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -43,8 +40,11 @@ def settings_options(cls: type[Any]) -> Callable[[Callable[..., None]], Callable
             kind = str(f.type).replace(" | None", "")
             click_type = {"int": int, "float": float, "bool": bool}.get(kind, str)
             default = None if f.default is dataclasses.MISSING else f.default
+            flag = "--" + f.name.replace("_", "-")
+            if click_type is bool:
+                flag = f"{flag}/--no-{flag[2:]}"
             fn = click.option(
-                "--" + f.name.replace("_", "-"),
+                flag,
                 f.name,
                 type=click_type,
                 default=default,
@@ -100,8 +100,8 @@ def _setup_logging(fmt: str, level: str) -> None:
         else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     )
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
-    # The HTTP client logs every request and connection; ironlb logs what matters about them.
-    for noisy in ("httpcore", "httpcore2", "httpx", "httpx2", "hpack"):
+    # The HTTP and netlink libraries log every request and message; ironlb logs what matters.
+    for noisy in ("httpcore", "httpcore2", "httpx", "httpx2", "hpack", "pyroute2"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
@@ -117,9 +117,14 @@ def controller(log_format: str, log_level: str, **values: Any) -> None:
 
 
 @cli.command()
-def speaker() -> None:
-    """Announce assigned addresses from this node (ARP/NDP or BGP)."""
-    _not_implemented("speaker", "the speaker issues are still open")
+@settings_options(speaker_settings.Settings)
+@_log_format
+@_log_level
+def speaker(log_format: str, log_level: str, **values: Any) -> None:
+    """Announce the addresses this node owns (ARP/NDP), with sub-second failover."""
+    _setup_logging(log_format, log_level)
+    settings = _settings(speaker_settings.Settings, values)
+    sys.exit(asyncio.run(speaker_main.run(settings)))
 
 
 @cli.group()

@@ -362,6 +362,8 @@ class Session:
             return
         self._detect_at = now + self.detection_time()
         self._move(_RECEIVED[received.state])
+        # A shorter interval (slow start over, or the peer wants packets sooner) applies now.
+        self._next_tx = min(self._next_tx, now + self.transmit_interval())
         if received.poll:
             self._final_at = now
 

@@ -345,9 +345,7 @@ class Transport:
                 return
             self._dispatch(data, sockets.received_ttl(ancillary), source, multihop)
 
-    def _dispatch(
-        self, data: bytes, ttl: int, source: tuple[object, ...], multihop: bool
-    ) -> None:
+    def _dispatch(self, data: bytes, ttl: int, source: tuple[object, ...], multihop: bool) -> None:
         try:
             packet = bfd.decode(data)
         except bfd.BfdError as e:

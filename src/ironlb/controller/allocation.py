@@ -21,40 +21,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
 import json
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from ironlb.controller import metrics
 from ironlb.controller import settings as settings_
-from ironlb.core import addresses, alloc, backoff, config, model, validation
+from ironlb.core import addresses, alloc, backoff, config, model
 from ironlb.k8s import client as k8s
-from ironlb.k8s import events, reflector, workqueue
+from ironlb.k8s import configsource, configstate, events, reflector, workqueue
 
 log = logging.getLogger(__name__)
 
 POOL_ANNOTATION = "metallb.io/ip-allocated-from-pool"
 FIELD_MANAGER = "ironlb-controller"
-CONFIG_KINDS: tuple[tuple[k8s.Resource, type[config.ConfigKind]], ...] = (
-    (k8s.IP_ADDRESS_POOLS, config.IPAddressPool),
-    (k8s.L2_ADVERTISEMENTS, config.L2Advertisement),
-    (k8s.BGP_ADVERTISEMENTS, config.BGPAdvertisement),
-    (k8s.BGP_PEERS, config.BGPPeer),
-    (k8s.BFD_PROFILES, config.BFDProfile),
-    (k8s.COMMUNITIES, config.Community),
-)
 # Waiting for another Service's status to stop showing an address we now hold.
 _HANDOVER_RETRY = 0.05
-
-
-def _parser(cls: type[config.ConfigKind]) -> Callable[[k8s.Obj], config.ConfigKind]:
-    # Without status: it is ironlb's own output (pool counters), not configuration. Parsing it
-    # would make every counter update look like a configuration change.
-    return lambda raw: config.parse_as({k: v for k, v in raw.items() if k != "status"}, cls)
 
 
 def _ingress(ips: Iterable[addresses.IP]) -> list[k8s.Obj]:
@@ -81,16 +66,7 @@ class Allocations:
         self.namespaces = reflector.Reflector(
             client, k8s.NAMESPACES, model.parse_namespace, on_change=self._namespace_changed
         )
-        self.config_sources = [
-            reflector.Reflector(
-                client,
-                res,
-                _parser(cls),
-                namespace=settings.namespace,
-                on_change=self._config_changed,
-            )
-            for res, cls in CONFIG_KINDS
-        ]
+        self.config = configsource.ConfigSource(client, settings.namespace, self._config_changed)
         self.allocator: alloc.Allocator | None = None
         self.applied: config.Config | None = None
         self.config_error: str | None = None
@@ -102,13 +78,15 @@ class Allocations:
         self._waiting_since: dict[model.ServiceKey, float] = {}
         self._retries: dict[model.ServiceKey, backoff.Backoff] = {}
         self._dirty_pools: set[config.PoolName] = set()
-        self._reported_state: tuple[bool, str] | None = None
+        self._state = configstate.Reporter(
+            client, settings.namespace, "controller", "Controller", field_manager=FIELD_MANAGER
+        )
 
     # --- cache events (synchronous: they only record and enqueue) -----------------------------
 
     @property
     def caches(self) -> list[reflector.Reflector[Any]]:
-        return [self.services, self.namespaces, *self.config_sources]
+        return [self.services, self.namespaces, *self.config.reflectors]
 
     def _service_changed(self, key: str) -> None:
         skey = model.ServiceKey(key)
@@ -140,31 +118,20 @@ class Allocations:
 
     # --- configuration ---------------------------------------------------------------------
 
-    def candidate_config(self) -> tuple[config.Config | None, list[str]]:
-        """The configuration the caches describe now, and every reason it may not be applied."""
-        problems = [msg for src in self.config_sources for msg in src.invalid.values()]
-        objects = [obj for src in self.config_sources for obj in src.items.values()]
-        try:
-            cfg = config.Config.from_objects(objects)
-        except config.ConfigError as e:
-            return None, [*problems, str(e)]
-        problems += [str(p) for p in validation.blocking(validation.validate(cfg))]
-        return cfg, problems
-
     async def _apply_config(self) -> None:
-        cfg, problems = self.candidate_config()
+        cfg, problems = self.config.candidate()
         if problems or cfg is None:
             self.config_error = "; ".join(problems)
             metrics.CONFIG_STALE.set(1)
             log.error("configuration not applied (the last valid one stays): %s", self.config_error)
-            await self._report_state(False, self.config_error)
+            await self._state.report(False, self.config_error)
             return
         self.config_error = None
         if cfg == self.applied:
             # Nothing to apply (an object was rewritten without changing the configuration, or
             # an invalid change was undone); only say that what is in force is the latest.
             metrics.CONFIG_STALE.set(0)
-            await self._report_state(True, "")
+            await self._state.report(True, "")
             return
         first = self.allocator is None
         if self.allocator is None:
@@ -191,7 +158,7 @@ class Allocations:
         # Services losing addresses first (their clearing writes unblock the others), then all.
         for key in [*dropped, *map(model.ServiceKey, self.services.items)]:
             self.queue.add(key)
-        await self._report_state(True, "")
+        await self._state.report(True, "")
         if first:
             log.info("re-reserved %d existing assignments", len(self.allocator.snapshot()))
 
@@ -219,42 +186,6 @@ class Allocations:
                 note = f"{', '.join(map(str, ips))} cannot be kept: {result.reason}"
                 log.warning("%s: %s", svc.key, note)
                 self._events.record(_regarding(svc), "Normal", "ClearAssignment", note)
-
-    async def _report_state(self, valid: bool, error: str) -> None:
-        if self._reported_state == (valid, error):
-            return
-        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        ns = self._settings.namespace
-        meta = {"name": "controller", "namespace": ns}
-        condition = {
-            "type": "configValid",
-            "status": "True" if valid else "False",
-            "reason": "SyncStateSuccess" if valid else "ConfigError",
-            "message": error[:30000],
-            "lastTransitionTime": now,
-        }
-        try:
-            await self._client.apply(
-                k8s.CONFIGURATION_STATES,
-                {"metadata": meta, "spec": {"type": "Controller"}},
-                field_manager=FIELD_MANAGER,
-            )
-            await self._client.apply(
-                k8s.CONFIGURATION_STATES,
-                {
-                    "metadata": meta,
-                    "status": {
-                        "validConfig": valid,
-                        "lastError": error[:30000],
-                        "conditions": [condition],
-                    },
-                },
-                field_manager=FIELD_MANAGER,
-                sub="status",
-            )
-            self._reported_state = (valid, error)
-        except (k8s.ApiError, k8s.Unreachable) as e:
-            log.warning("could not write ConfigurationState: %s", e)
 
     async def watch_config(self) -> None:
         """Apply the configuration whenever it changes (leader only)."""

@@ -15,7 +15,7 @@ import signal
 
 from ironlb.controller import allocation, metrics, webhook
 from ironlb.controller import settings as settings_
-from ironlb.core import backoff, config
+from ironlb.core import backoff
 from ironlb.k8s import client as k8s
 from ironlb.k8s import events, leader, serving
 
@@ -46,9 +46,6 @@ async def run(settings: settings_.Settings) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
 
-        def current_config() -> list[config.ConfigKind]:
-            return [o for src in allocations.config_sources for o in src.items.values()]
-
         routes: dict[str, serving.Handler] = {
             "/metrics": serving.metrics,
             "/healthz": serving.probe(lambda: None),
@@ -74,7 +71,7 @@ async def run(settings: settings_.Settings) -> int:
                     delay = retry.next_delay(random.random()) or 10.0
                     log.warning("webhook certificate not ready (%s); retrying in %.1fs", e, delay)
                     await asyncio.sleep(delay)
-            handler = webhook.Admission(current_config, settings).handle
+            handler = webhook.Admission(allocations.config.objects, settings).handle
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(certs.keep_current(election.leading.is_set))
                 tg.create_task(

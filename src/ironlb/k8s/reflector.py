@@ -159,6 +159,7 @@ class Reflector(Generic[T]):
                     self._rv,
                     self._namespace,
                     label_selector=self._selector,
+                    field_selector=self._field_selector,
                     timeout_seconds=timeout,
                 ):
                     self._apply(event)

@@ -90,6 +90,8 @@ async def _read_request(reader: asyncio.StreamReader) -> Request | None:
         raise BadRequest("body too large")
     body = await reader.readexactly(length) if length else b""
     path, _, query = target.partition("?")
+    if parts[2] == "HTTP/1.0" and "keep-alive" not in headers.get("connection", "").lower():
+        headers["connection"] = "close"  # HTTP/1.0 closes unless asked not to
     return Request(method, path, query, headers, body)
 
 

@@ -1,4 +1,5 @@
-"""ironlb's own processes in the lab: the controller (and, later, the speakers).
+"""ironlb's own processes in the lab (controller, speakers), and what a kubelet, kube-proxy and
+the endpoints controller would otherwise provide (Node objects, backends, EndpointSlices).
 
 Each runs as `python -m ironlb.cli ...` inside a lab namespace, with a kubeconfig minted for its
 service account (so the RBAC manifests are what it runs with), its log in the lab's workdir.
@@ -8,7 +9,9 @@ itself, pointing at the controller's address.
 
 from __future__ import annotations
 
+import base64
 import json
+import secrets
 import signal
 import subprocess
 import sys
@@ -20,7 +23,7 @@ from pathlib import Path
 import yaml
 
 from ironlb.lab import cluster as lab_cluster
-from ironlb.lab import netns
+from ironlb.lab import netns, topology
 
 WEBHOOK_PORT = 9443
 WEBHOOK_SERVICE = "ironlb-webhook-service"
@@ -172,3 +175,165 @@ def service_status(c: lab_cluster.Cluster, namespace: str, name: str) -> list[st
     out = c.kubectl("get", "service", name, "-n", namespace, "-o", "json")
     ingress = (json.loads(out).get("status") or {}).get("loadBalancer", {}).get("ingress") or []
     return [i["ip"] for i in ingress if "ip" in i]
+
+
+# --- nodes, backends, endpoints: what the lab provides instead of kubelet and kube-proxy -------
+
+
+def node_manifest(index: int, labels: dict[str, str] | None = None) -> dict[str, object]:
+    name = f"node-{index}"
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "labels": {
+                "kubernetes.io/hostname": name,
+                "kubernetes.io/os": "linux",
+                "ironlb.io/lab": "true",
+                **(labels or {}),
+            },
+        },
+        "spec": {
+            "podCIDR": topology.pod_cidrs(index)[0],
+            "podCIDRs": list(topology.pod_cidrs(index)),
+        },
+    }
+
+
+def register_node(
+    c: lab_cluster.Cluster, index: int, host: topology.Host, labels: dict[str, str] | None = None
+) -> None:
+    """Create the Node object of a lab node, Ready, with its LAN addresses."""
+    c.kubectl(
+        "apply", "--server-side", "-f", "-", stdin=yaml.safe_dump(node_manifest(index, labels))
+    )
+    status = {
+        "status": {
+            "addresses": [
+                {"type": "InternalIP", "address": host.ipv4},
+                {"type": "InternalIP", "address": host.ipv6},
+                {"type": "Hostname", "address": f"node-{index}"},
+            ],
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "True",
+                    "reason": "IronlbLab",
+                    "message": "lab node (no kubelet)",
+                },
+                {
+                    "type": "NetworkUnavailable",
+                    "status": "False",
+                    "reason": "IronlbLab",
+                    "message": "lab LAN",
+                },
+            ],
+        }
+    }
+    # Not server-side apply: status.addresses is keyed by type, and a dual-stack node has two
+    # InternalIPs, which SSA rejects as duplicate keys.
+    c.kubectl(
+        "patch",
+        "node",
+        f"node-{index}",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps(status),
+    )
+
+
+def start_backend(c: lab_cluster.Cluster, host: topology.Host) -> Process:
+    """The node's workload: answers HTTP with the node's name; service addresses are
+    forwarded to it as kube-proxy would (`topology.emulate_kube_proxy`)."""
+    topology.emulate_kube_proxy(host)
+    name = host.ns.name.removeprefix(c.lab.prefix + "-")
+    log = c.lab.workdir / f"backend-{name}.log"
+    proc = host.ns.spawn(
+        [
+            sys.executable,
+            "-m",
+            "ironlb.lab.backend",
+            f"--name={name}",
+            f"--listen={host.ipv4}",
+            f"--listen={host.ipv6}",
+            f"--port={topology.BACKEND_PORT}",
+        ],
+        log=log,
+    )
+    return Process(
+        f"backend-{name}", host.ns, proc, log, f"http://{host.ipv4}:{topology.BACKEND_PORT}"
+    )
+
+
+def endpoints(
+    c: lab_cluster.Cluster, namespace: str, service: str, nodes: list[str], *, ready: bool = True
+) -> None:
+    """The EndpointSlice of `service`: one endpoint per node named (the lab's "pods")."""
+    body = {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": f"{service}-lab",
+            "namespace": namespace,
+            "labels": {
+                "kubernetes.io/service-name": service,
+                "endpointslice.kubernetes.io/managed-by": "lab.ironlb.io",
+            },
+        },
+        "addressType": "IPv4",
+        "endpoints": [
+            {
+                "addresses": [f"198.19.{n.removeprefix('node-')}.10"],
+                "nodeName": n,
+                "conditions": {"ready": ready, "serving": ready},
+            }
+            for n in nodes
+        ],
+        "ports": [{"name": "http", "port": topology.BACKEND_PORT, "protocol": "TCP"}],
+    }
+    c.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", stdin=yaml.safe_dump(body))
+
+
+def membership_secret(
+    c: lab_cluster.Cluster, name: str = "memberlist", key: str | None = None
+) -> None:
+    """The Secret whose key signs speaker membership packets (created once)."""
+    value = key or secrets.token_hex(32)
+    body = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": lab_cluster.CONFIG_NAMESPACE},
+        "data": {"secretkey": base64.b64encode(value.encode()).decode()},
+    }
+    c.kubectl("create", "-f", "-", stdin=yaml.safe_dump(body), check=False)
+
+
+def start_speaker(
+    c: lab_cluster.Cluster,
+    index: int,
+    *,
+    extra: tuple[str, ...] = (),
+    wait: bool = True,
+) -> Process:
+    """Run the speaker of node-`index` inside its namespace, as service account ironlb-speaker."""
+    host = c.lab.hosts[f"node-{index}"]
+    kubeconfig = c.service_account_kubeconfig("ironlb-speaker")
+    log = c.lab.workdir / f"speaker-{index}.log"
+    argv = [
+        sys.executable,
+        "-m",
+        "ironlb.cli",
+        "speaker",
+        f"--kubeconfig={kubeconfig}",
+        f"--node-name=node-{index}",
+        f"--bind-address={host.ipv4}",
+        "--log-level=debug",
+        *extra,
+    ]
+    proc = host.ns.spawn(argv, log=log)
+    process = Process(f"speaker-{index}", host.ns, proc, log, f"http://{host.ipv4}:7472")
+    if wait:
+        process.wait_ready()
+    return process

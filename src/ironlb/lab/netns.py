@@ -36,11 +36,13 @@ class LabError(Exception):
     """A lab operation failed; the message says which command and why."""
 
 
-def run(argv: Sequence[str], *, check: bool = True, timeout: float = 30.0) -> str:
+def run(
+    argv: Sequence[str], *, check: bool = True, timeout: float = 30.0, stdin: str | None = None
+) -> str:
     """Run a command in the current namespace, return stdout; raise LabError on failure."""
     try:
         proc = subprocess.run(
-            list(argv), capture_output=True, text=True, timeout=timeout, check=False
+            list(argv), capture_output=True, text=True, timeout=timeout, check=False, input=stdin
         )
     except subprocess.TimeoutExpired as e:
         raise LabError(f"{' '.join(argv)}: timed out after {timeout}s") from e
@@ -210,18 +212,22 @@ class Netns:
     # --- bounded probes --------------------------------------------------------------------
 
     def ping(self, address: str, *, count: int = 1, timeout: float = 1.0) -> bool:
-        """True if `address` answers one of `count` echo requests within `timeout` seconds."""
+        """True if `address` answers one of `count` echo requests (0.2 s apart) within
+        `timeout` seconds."""
         count = max(1, min(count, 100))
         wait = max(1, int(timeout + 0.999))
         proc = subprocess.run(
             self.argv(
-                ["ping", "-n", "-q", "-c", str(count), "-W", str(wait), "-w", str(wait), address]
+                ["ping", "-n", "-q", "-i", "0.2", "-c", str(count), "-w", str(wait), address]
             ),
             capture_output=True,
+            text=True,
             timeout=wait + 5,
             check=False,
         )
-        return proc.returncode == 0
+        # Not the exit status: with -c and -w, ping fails unless *every* reply came back.
+        match = re.search(r"(\d+) (?:packets )?received", proc.stdout)
+        return bool(match and int(match.group(1)) > 0)
 
     def arping(self, address: str, dev: str, *, count: int = 1, timeout: float = 1.0) -> str | None:
         """MAC that answers an ARP request for `address` on `dev`, or None."""

@@ -16,8 +16,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from ironlb.lab import cluster as lab_cluster
 from ironlb.lab import components, netns, topology
 
@@ -67,63 +65,9 @@ def handle(name: str) -> Handle:
     return Handle(name, cache_dir() / name)
 
 
-def node_manifest(index: int) -> dict[str, object]:
-    name = f"node-{index}"
-    return {
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": {
-            "name": name,
-            "labels": {
-                "kubernetes.io/hostname": name,
-                "kubernetes.io/os": "linux",
-                "ironlb.io/lab": "true",
-            },
-        },
-        "spec": {
-            "podCIDR": topology.pod_cidrs(index)[0],
-            "podCIDRs": list(topology.pod_cidrs(index)),
-        },
-    }
-
-
-def node_status(index: int, host: topology.Host) -> dict[str, object]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": {"name": f"node-{index}"},
-        "status": {
-            "addresses": [
-                {"type": "InternalIP", "address": host.ipv4},
-                {"type": "InternalIP", "address": host.ipv6},
-                {"type": "Hostname", "address": f"node-{index}"},
-            ],
-            "conditions": [
-                {
-                    "type": "Ready",
-                    "status": "True",
-                    "reason": "IronlbLab",
-                    "message": "lab node (no kubelet)",
-                },
-                {
-                    "type": "NetworkUnavailable",
-                    "status": "False",
-                    "reason": "IronlbLab",
-                    "message": "lab LAN",
-                },
-            ],
-        },
-    }
-
-
 def register_nodes(c: lab_cluster.Cluster, nodes: dict[int, topology.Host]) -> None:
-    docs = [node_manifest(i) for i in nodes]
-    c.kubectl("apply", "--server-side", "-f", "-", stdin=yaml.safe_dump_all(docs))
-    # Not server-side apply: status.addresses is keyed by type, and a dual-stack node has two
-    # InternalIPs, which SSA rejects as duplicate keys.
     for i, h in nodes.items():
-        patch = json.dumps({"status": node_status(i, h)["status"]})
-        c.kubectl("patch", "node", f"node-{i}", "--subresource=status", "--type=merge", "-p", patch)
+        components.register_node(c, i, h)
 
 
 def up(name: str = "lab") -> Handle:

@@ -10,7 +10,8 @@ Address plan (only documentation/benchmarking ranges, never anything routable):
 
     LAN                198.18.0.0/24     2001:db8::/64      router .1, ctl .2, node-i .10+i,
                                                              client .100, stranger .200
-    L2 service pool    198.18.0.240/28   2001:db8::f0/124   (on the LAN: answered by ARP/NDP)
+    L2 service range   198.18.0.192/26   2001:db8::c0/122   (on the LAN: answered by ARP/NDP;
+                                                             the example pool is the .240/28)
     remote LAN         198.18.1.0/24     2001:db8:1::/64    router .1, remote .100
     BGP service pool   203.0.113.0/24    2001:db8:100::/120 (routed by the router)
     Service ClusterIPs 198.19.128.0/17   2001:db8:fff0::/112 (never carry packets: no kube-proxy)
@@ -30,7 +31,7 @@ LAN_V4 = ipaddress.IPv4Network("198.18.0.0/24")
 LAN_V6 = ipaddress.IPv6Network("2001:db8::/64")
 REMOTE_V4 = ipaddress.IPv4Network("198.18.1.0/24")
 REMOTE_V6 = ipaddress.IPv6Network("2001:db8:1::/64")
-L2_POOL = ("198.18.0.240/28", "2001:db8::f0/124")
+L2_POOL = ("198.18.0.192/26", "2001:db8::c0/122")
 BGP_POOL = ("203.0.113.0/24", "2001:db8:100::/120")
 SERVICE_CIDRS = ("198.19.128.0/17", "2001:db8:fff0::/112")
 ALLOWED = tuple(
@@ -48,6 +49,32 @@ def lan_addresses(host: int) -> tuple[str, str]:
 
 def pod_cidrs(index: int) -> tuple[str, str]:
     return f"198.19.{index}.0/24", f"2001:db8:10:{index:x}::/64"
+
+
+BACKEND_PORT = 8080
+
+
+def emulate_kube_proxy(host: Host, service_port: int = 80) -> None:
+    """In a node, forward TCP `service_port` of every service pool address to the node's own
+    backend on BACKEND_PORT, as kube-proxy would. The addresses stay off every interface, so
+    the kernel never answers ARP/NDP for them: only the speaker does."""
+    v4 = ", ".join((L2_POOL[0], BGP_POOL[0]))
+    v6 = ", ".join((L2_POOL[1], BGP_POOL[1]))
+    rules = f"""
+table ip ironlb_lab {{
+  chain prerouting {{
+    type nat hook prerouting priority dstnat; policy accept;
+    ip daddr {{ {v4} }} tcp dport {service_port} dnat to {host.ipv4}:{BACKEND_PORT}
+  }}
+}}
+table ip6 ironlb_lab {{
+  chain prerouting {{
+    type nat hook prerouting priority dstnat; policy accept;
+    ip6 daddr {{ {v6} }} tcp dport {service_port} dnat to [{host.ipv6}]:{BACKEND_PORT}
+  }}
+}}
+"""
+    netns.run(host.ns.argv(["nft", "-f", "/dev/stdin"]), stdin=rules)
 
 
 def check_allowed(address: str) -> None:

@@ -304,8 +304,12 @@ def test_admin_down_is_signalled_to_the_peer() -> None:
 
 def test_peer_in_demand_mode_gets_no_periodic_packets() -> None:
     core = bfd.Session(bfd.SessionConfig(1), 0.0, lambda: 0.0)
-    for state in (S.DOWN, S.UP, S.UP):
-        hello = replace(PACKET, my_discriminator=9, your_discriminator=1, state=state, demand=True)
+    # The third packet is the peer's Final: it closes the Poll Sequence our going Up started,
+    # after which a peer in Demand mode gets no periodic packets.
+    for state, final in ((S.DOWN, False), (S.UP, False), (S.UP, True)):
+        hello = replace(
+            PACKET, my_discriminator=9, your_discriminator=1, state=state, demand=True, final=final
+        )
         core.receive(bfd.encode(hello), 0.0, ttl=255)
         core.poll(0.0)
     assert core.state is S.UP

@@ -1,0 +1,262 @@
+"""Who announces which Service address at layer 2: the decision every speaker computes alike.
+
+Per address (not per Service: Services sharing an address stay together):
+1. The Services showing it (type LoadBalancer, handled class) that want it announced: at least
+   one endpoint that can serve (ready, readiness unknown, or serving while terminating), and an
+   L2Advertisement that selects the address's pool and the Service.
+2. Each such Service's candidate nodes: a Node object exists; not `NetworkUnavailable=True`;
+   no `node.kubernetes.io/exclude-from-external-load-balancers` label (unless the speakers run
+   with --ignore-exclude-lb); selected by a matching advertisement's nodeSelectors; for
+   externalTrafficPolicy Local, a local serving endpoint. The address's candidates are those
+   all its Services agree on.
+3. Of those, the live ones (membership, or Node readiness without it) that are not draining
+   and, by the health they publish (`Health`), can announce the address.
+4. The owner: the best rendezvous hash of (node, address) (`core.election`).
+
+Every input is shared cluster state, or published by the nodes themselves through membership,
+so every speaker reaches the same answer without talking about it. Pure.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+
+from ironlb.core import addresses, alloc, config, election, interfaces, model, selectors
+
+EXCLUDE_LB_LABEL = "node.kubernetes.io/exclude-from-external-load-balancers"
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """What a speaker publishes about itself (membership meta): enough for its peers to know
+    which addresses it can announce."""
+
+    draining: bool = False
+    """Shutting down: hand everything over."""
+    blind: bool = False
+    """No interface can announce anything."""
+    blocked: tuple[interfaces.Network, ...] = ()
+    """Subnets none of its usable interfaces serve (`core.interfaces.blocked_subnets`)."""
+
+    _VERSION = 1
+    _DRAINING, _BLIND = 1, 2
+    LIMIT = 64
+
+    def encode(self) -> bytes:
+        """At most `LIMIT` bytes. Subnets that do not fit make the node blind: wrongly staying a
+        candidate would leave addresses unanswered, wrongly leaving is only a failover."""
+        flags = (self._DRAINING if self.draining else 0) | (self._BLIND if self.blind else 0)
+        body = b""
+        for net in self.blocked:
+            packed = net.network_address.packed[: (net.prefixlen + 7) // 8]
+            entry = struct.pack("!BB", net.version, net.prefixlen) + packed
+            if 2 + len(body) + len(entry) > self.LIMIT:
+                return struct.pack("!BB", self._VERSION, flags | self._BLIND)
+            body += entry
+        return struct.pack("!BB", self._VERSION, flags) + body
+
+    @classmethod
+    def decode(cls, data: bytes) -> Health:
+        """Never raises: unreadable meta (another version) counts as a healthy peer."""
+        if len(data) < 2 or data[0] != cls._VERSION:
+            return cls()
+        flags, body, blocked = data[1], data[2:], []
+        while len(body) >= 2:
+            version, prefixlen = body[0], body[1]
+            size = (prefixlen + 7) // 8
+            full = 4 if version == 4 else 16
+            if version not in (4, 6) or prefixlen > full * 8 or len(body) < 2 + size:
+                break
+            raw = body[2 : 2 + size] + bytes(full - size)
+            net = ipaddress.ip_network((raw, prefixlen), strict=False)
+            blocked.append(net)
+            body = body[2 + size :]
+        return cls(bool(flags & cls._DRAINING), bool(flags & cls._BLIND), tuple(blocked))
+
+    def can_announce(self, address: addresses.IP) -> bool:
+        return not self.draining and interfaces.can_announce(address, self.blocked, self.blind)
+
+
+@dataclass(frozen=True, slots=True)
+class View:
+    """The cluster as one speaker sees it."""
+
+    services: Mapping[str, model.Service]
+    endpoints: Mapping[model.ServiceKey, tuple[model.EndpointSlice, ...]]
+    nodes: Mapping[str, model.Node]
+    config: config.Config
+    live: Mapping[election.NodeName, Health]
+    """Nodes whose speaker is alive, with what each publishes."""
+    lb_class: str | None = None
+    ignore_exclude_lb: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Announcement:
+    address: addresses.IP
+    services: tuple[model.ServiceKey, ...]
+    owner: election.NodeName | None
+    """None: no live candidate (see `reason`)."""
+    candidates: tuple[election.NodeName, ...] = ()
+    """Eligible nodes, live or not, sorted."""
+    interfaces: frozenset[str] = frozenset()
+    """Interface names the advertisements allow on the owner (empty: any)."""
+    refresh: float | None = None
+    """Seconds between periodic gratuitous announcements (None: only on takeover)."""
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class _Wanted:
+    service: model.Service
+    pool: config.IPAddressPool
+    advertisements: tuple[config.L2Advertisement, ...] = field(default=())
+
+
+def _serving(endpoint: model.Endpoint) -> bool:
+    conditions = endpoint.conditions
+    return conditions.ready is not False or conditions.serving is True
+
+
+def serving_nodes(slices: Iterable[model.EndpointSlice]) -> tuple[bool, frozenset[str]]:
+    """Whether any endpoint can serve, and the nodes that host one."""
+    any_serving, nodes = False, set()
+    for endpoint_slice in slices:
+        for endpoint in endpoint_slice.endpoints:
+            if _serving(endpoint):
+                any_serving = True
+                if endpoint.node_name:
+                    nodes.add(endpoint.node_name)
+    return any_serving, frozenset(nodes)
+
+
+def _pool_index(cfg: config.Config) -> addresses.RangeIndex[config.PoolName]:
+    return addresses.RangeIndex(
+        (r, name) for name, pool in cfg.pools.items() for r in pool.spec.addresses
+    )
+
+
+def _selects(
+    adv: config.L2Advertisement, pool: config.IPAddressPool, service: model.Service
+) -> bool:
+    spec = adv.spec
+    if spec.ip_address_pools or spec.ip_address_pool_selectors:
+        by_name = pool.name in spec.ip_address_pools
+        by_label = any(s.matches(pool.metadata.labels) for s in spec.ip_address_pool_selectors)
+        if not (by_name or by_label):
+            return False
+    return selectors.any_matches(spec.service_selectors, service.metadata.labels)
+
+
+def _node_ok(node: model.Node, view: View) -> bool:
+    if node.network_unavailable:
+        return False
+    return view.ignore_exclude_lb or EXCLUDE_LB_LABEL not in node.metadata.labels
+
+
+def _candidates(wanted: _Wanted, view: View, local: frozenset[str] | None) -> set[str]:
+    out = set()
+    for name, node in view.nodes.items():
+        if not _node_ok(node, view):
+            continue
+        if local is not None and name not in local:
+            continue
+        if any(
+            selectors.any_matches(a.spec.node_selectors, node.metadata.labels)
+            for a in wanted.advertisements
+        ):
+            out.add(name)
+    return out
+
+
+def layer2(view: View) -> dict[addresses.IP, Announcement]:
+    """Every address some Service wants announced at layer 2, with its owner."""
+    index = _pool_index(view.config)
+    by_address: dict[addresses.IP, list[_Wanted]] = {}
+    advertisements = sorted(view.config.l2_advertisements.values(), key=lambda a: a.name)
+    for service in view.services.values():
+        if not alloc.is_handled(service, view.lb_class):
+            continue
+        for ip in service.ingress_ips:
+            pool_name = index.find(addresses.family_of(ip), int(ip))
+            if pool_name is None:
+                continue
+            pool = view.config.pools[pool_name]
+            matching = tuple(a for a in advertisements if _selects(a, pool, service))
+            if matching:
+                by_address.setdefault(ip, []).append(_Wanted(service, pool, matching))
+    out: dict[addresses.IP, Announcement] = {}
+    for ip, wanted in sorted(by_address.items(), key=lambda kv: (kv[0].version, kv[0])):
+        out[ip] = _decide(ip, wanted, view)
+    return out
+
+
+def _decide(ip: addresses.IP, wanted: list[_Wanted], view: View) -> Announcement:
+    agreed: set[str] | None = None
+    keys: list[model.ServiceKey] = []
+    chosen: list[_Wanted] = []
+    for w in sorted(wanted, key=lambda w: w.service.key):
+        any_serving, local_nodes = serving_nodes(view.endpoints.get(w.service.key, ()))
+        if not any_serving:
+            continue  # nothing would answer behind the address: do not attract traffic
+        local = local_nodes if w.service.spec.external_traffic_policy == "Local" else None
+        nodes = _candidates(w, view, local)
+        agreed = nodes if agreed is None else agreed & nodes
+        keys.append(w.service.key)
+        chosen.append(w)
+    if not keys:
+        return Announcement(
+            ip, (), None, reason="no Service at this address has a serving endpoint"
+        )
+    assert agreed is not None
+    candidates = tuple(sorted(election.NodeName(n) for n in agreed))
+    live = [n for n in candidates if n in view.live and view.live[n].can_announce(ip)]
+    owner = election.announcer_for(ip, live)
+    listed, refresh = _interfaces_and_refresh(chosen, view, owner)
+    reason = ""
+    if owner is None:
+        reason = (
+            "no node is eligible (node selectors, exclusion label, NetworkUnavailable, or "
+            "no local endpoint)"
+            if not candidates
+            else f"no eligible node can announce it now (eligible: {', '.join(candidates)})"
+        )
+    return Announcement(ip, tuple(keys), owner, candidates, listed, refresh, reason)
+
+
+def _interfaces_and_refresh(
+    chosen: list[_Wanted], view: View, owner: str | None
+) -> tuple[frozenset[str], float | None]:
+    if owner is None:
+        return frozenset(), None
+    labels = view.nodes[owner].metadata.labels
+    names: set[str] = set()
+    unrestricted = False
+    refresh: float | None = None
+    for w in chosen:
+        for adv in w.advertisements:
+            if not selectors.any_matches(adv.spec.node_selectors, labels):
+                continue
+            if adv.spec.interfaces:
+                names |= set(adv.spec.interfaces)
+            else:
+                unrestricted = True
+            interval = adv.spec.gratuitous_refresh_interval
+            if interval is not None and (refresh is None or interval < refresh):
+                refresh = float(interval)
+    return (frozenset() if unrestricted else frozenset(names)), refresh
+
+
+def mine(plan: Mapping[addresses.IP, Announcement], node: str) -> dict[addresses.IP, Announcement]:
+    """The part of the plan this node announces."""
+    return {ip: a for ip, a in plan.items() if a.owner == node}
+
+
+def health_of(
+    members: Mapping[election.NodeName, bytes], alive: Collection[election.NodeName]
+) -> dict[election.NodeName, Health]:
+    """Decode the meta of the live members."""
+    return {name: Health.decode(members.get(name, b"")) for name in alive}

@@ -1,0 +1,427 @@
+"""`ironlb speaker`: one per node; decides what this node announces, and announces it.
+
+Every change (a Service, its endpoints, a Node, the configuration, a member joining or dying,
+an interface losing carrier) marks the plan dirty; the plan loop recomputes `core.announce`'s
+decision from the caches and applies this node's part. Liveness of the other speakers comes
+from membership (SWIM over UDP, HMAC-signed with the key in the `memberlist` Secret), peers
+from the Node objects; without the Secret (or with --membership=false) Node readiness is used.
+
+Start-up: nothing is announced until the caches have listed and membership has heard from the
+peers (or `SETTLE` seconds passed), so a restarting speaker never grabs every address because
+it has not met anyone yet. The same holds after an interface regains carrier.
+
+SIGTERM: publish "draining"; the new owners announce; once each of this node's addresses has
+been claimed by its new owner (or `handover_timeout` passed), stop answering, say goodbye to
+the members, exit. A rolling restart loses no request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import ipaddress
+import logging
+import signal
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from prometheus_client import Gauge
+
+from ironlb.core import announce, config, election, interfaces, model
+from ironlb.k8s import client as k8s
+from ironlb.k8s import configsource, configstate, events, reflector, serving
+from ironlb.membership import model as member_model
+from ironlb.membership import settings as member_settings
+from ironlb.membership import states, transport, wire
+from ironlb.net import links as net_links
+from ironlb.speaker import layer2, status
+from ironlb.speaker import settings as settings_
+
+log = logging.getLogger(__name__)
+
+SETTLE = 1.0
+"""Seconds to wait for peers to answer before announcing after start or carrier return."""
+SECRET_WAIT = 5.0
+"""Seconds to wait for the membership Secret before falling back to Node readiness."""
+MEMBERS = Gauge("ironlb_membership_members", "Speakers known to this one, by state", ["state"])
+DROPPED = Gauge(
+    "ironlb_membership_dropped_packets", "Membership packets dropped, by reason", ["reason"]
+)
+ISOLATED = Gauge(
+    "ironlb_membership_isolated_bool",
+    "1 while peers' packets fail authentication and none is verified: this speaker"
+    " has the wrong key and announces nothing",
+)
+KEY_MISMATCH_WINDOW = 5.0
+"""Seconds a packet failing authentication counts as evidence of a key mismatch."""
+
+
+def parse_keys(raw: k8s.Obj) -> tuple[bytes, ...]:
+    value = (raw.get("data") or {}).get("secretkey")
+    if not value:
+        raise ValueError("Secret has no 'secretkey'")
+    keys = tuple(
+        k.strip().encode() for k in base64.b64decode(value).decode().split(",") if k.strip()
+    )
+    if not keys:
+        raise ValueError("Secret's 'secretkey' is empty")
+    return keys
+
+
+def node_address(node: model.Node | None) -> str | None:
+    """A node's first InternalIP (IPv4 preferred)."""
+    if node is None:
+        return None
+    found = [a.address for a in node.status.addresses if a.type == "InternalIP"]
+    found.sort(key=lambda a: ":" in a)
+    return found[0] if found else None
+
+
+class Speaker:
+    def __init__(self, client: k8s.Client, settings: settings_.Settings) -> None:
+        self.settings = settings
+        self.node = settings.node_name
+        ns = settings.namespace
+        self.client = client
+        self.recorder = events.Recorder(client, "ironlb.io/speaker", self.node)
+        self.dirty = asyncio.Event()
+
+        def mark(_key: str) -> None:
+            self.dirty.set()
+
+        self.services = reflector.Reflector(
+            client, k8s.SERVICES, model.parse_service, on_change=mark
+        )
+        self.slices = reflector.Reflector(
+            client, k8s.ENDPOINT_SLICES, model.parse_endpoint_slice, on_change=mark
+        )
+        self.nodes = reflector.Reflector(
+            client, k8s.NODES, model.parse_node, on_change=self._node_changed
+        )
+        self.config = configsource.ConfigSource(client, ns, mark)
+        statuses = reflector.Reflector(
+            client, k8s.SERVICE_L2_STATUSES, status.parse, namespace=ns, on_change=mark
+        )
+        self.secret = reflector.Reflector(
+            client,
+            k8s.SECRETS,
+            parse_keys,
+            namespace=ns,
+            field_selector=f"metadata.name={settings.membership_secret}",
+            on_change=self._keys_changed,
+        )
+        self.status = status.L2Statuses(
+            client, self.node, ns, self.recorder, statuses, self._service
+        )
+        self.layer2 = layer2.Layer2(
+            self.node,
+            settings,
+            self.recorder,
+            service=self._service,
+            announced_by=self.status.announced_by,
+            changed=self.dirty.set,
+        )
+        self.state = configstate.Reporter(
+            client,
+            ns,
+            f"speaker-{self.node}",
+            "Speaker",
+            node=self.node,
+            field_manager=status.FIELD_MANAGER,
+        )
+        self.excluded = tuple(p for p in settings.excluded_interfaces.split(",") if p)
+        self.applied: config.Config | None = None
+        self.members: transport.Transport | None = None
+        self.membership_fallback = False
+        """Membership was asked for but its Secret was missing at start."""
+        self.health = announce.Health()
+        self.settled_at: float | None = None
+        self.draining = False
+        self.links: Mapping[int, net_links.Link] = {}
+        self._bad_mac = 0
+        self._bad_mac_at = float("-inf")
+        self.isolated = False
+
+    @property
+    def caches(self) -> list[reflector.Reflector[Any]]:
+        return [
+            self.services,
+            self.slices,
+            self.nodes,
+            *self.config.reflectors,
+            self.status.cache,
+            self.secret,
+        ]
+
+    def _service(self, key: model.ServiceKey) -> model.Service | None:
+        return self.services.items.get(key)
+
+    # --- membership -----------------------------------------------------------------------------
+
+    def _peers(self) -> dict[election.NodeName, member_model.Endpoint]:
+        peers = {}
+        for name, node in self.nodes.items.items():
+            ip = node_address(node)
+            if ip is not None:
+                peers[election.NodeName(name)] = member_model.Endpoint(
+                    ipaddress.ip_address(ip), self.settings.membership_port
+                )
+        return peers
+
+    def _node_changed(self, _key: str) -> None:
+        if self.members is not None:
+            self.members.set_peers(self._peers())
+        self.dirty.set()
+
+    def _keys_changed(self, key: str) -> None:
+        keys = self.secret.items.get(key)
+        if self.members is not None and keys:
+            self.members.set_keys(keys)
+        elif self.membership_fallback and keys:
+            log.warning(
+                "Secret %s appeared: restart the speakers to turn membership on",
+                self.settings.membership_secret,
+            )
+
+    def _member_event(self, event: member_model.Event) -> None:
+        log.info("member %s: %s", event.member.name, type(event).__name__.removeprefix("Member"))
+        self.dirty.set()
+
+    def _live(self) -> dict[election.NodeName, announce.Health]:
+        me = election.NodeName(self.node)
+        if self.members is None:
+            live = {
+                election.NodeName(n): announce.Health()
+                for n, node in self.nodes.items.items()
+                if node.ready
+            }
+        else:
+            live = {
+                name: announce.Health.decode(m.meta)
+                for name, m in self.members.members.items()
+                if m.state.is_live
+            }
+        live.pop(me, None)
+        if me in self.nodes.items:
+            live[me] = self.health
+        return live
+
+    def _peers_heard(self) -> bool:
+        if self.members is None:
+            return True
+        pending = (states.MemberState.UNCONFIRMED, states.MemberState.DEAD)
+        return not any(
+            m.state in pending for n, m in self.members.members.items() if n != self.node
+        )
+
+    def _publish_counts(self) -> None:
+        if self.members is None:
+            return
+        counts: dict[str, int] = {s.name.lower(): 0 for s in states.MemberState}
+        for m in self.members.members.values():
+            counts[m.state.name.lower()] += 1
+        for state, n in counts.items():
+            MEMBERS.labels(state).set(n)
+        for reason, n in self.members.dropped.items():
+            DROPPED.labels(str(reason)).set(n)
+
+    def _check_isolation(self, live: Mapping[election.NodeName, announce.Health]) -> bool:
+        """True when this speaker hears peers it cannot verify and verifies none: a wrong
+        membership key. Announcing then would fight every other node for every address."""
+        if self.members is None:
+            return False
+        bad = self.members.dropped.get(wire.DropReason.BAD_MAC, 0)
+        if bad > self._bad_mac:
+            self._bad_mac, self._bad_mac_at = bad, time.monotonic()
+        recent = time.monotonic() - self._bad_mac_at < KEY_MISMATCH_WINDOW
+        isolated = recent and not (set(live) - {self.node})
+        if isolated != self.isolated:
+            self.isolated = isolated
+            ISOLATED.set(int(isolated))
+            if isolated:
+                log.error(
+                    "membership packets from peers fail authentication and no peer is "
+                    "verified: this node's key (Secret %s) differs from the others'; "
+                    "announcing nothing",
+                    self.settings.membership_secret,
+                )
+            else:
+                log.info("membership verified again: announcing")
+        return isolated
+
+    # --- the plan -------------------------------------------------------------------------------
+
+    async def plan_once(self) -> None:
+        cfg, problems = self.config.candidate()
+        if problems or cfg is None:
+            await self.state.report(False, "; ".join(problems))
+        else:
+            self.applied = cfg
+            await self.state.report(True)
+        if self.applied is None:
+            return
+        health = announce.Health(
+            draining=self.draining,
+            blind=interfaces.blind(self.links.values(), self.excluded),
+            blocked=interfaces.blocked_subnets(self.links.values(), self.excluded),
+        )
+        if health != self.health:
+            self.health = health
+            if self.members is not None:
+                self.members.set_meta(health.encode())
+        slices: dict[model.ServiceKey, tuple[model.EndpointSlice, ...]] = {}
+        for s in self.slices.items.values():
+            key = s.service_key
+            if key is not None:
+                slices[key] = (*slices.get(key, ()), s)
+        live = self._live()
+        view = announce.View(
+            services=self.services.items,
+            endpoints=slices,
+            nodes=self.nodes.items,
+            config=self.applied,
+            live=live,
+            lb_class=self.settings.lb_class,
+            ignore_exclude_lb=self.settings.ignore_exclude_lb,
+        )
+        plan = announce.layer2(view)
+        self._publish_counts()
+        if self.draining:
+            return  # hand_over() decides when to stop answering
+        settled = self.settled_at is not None and (
+            time.monotonic() >= self.settled_at or self._peers_heard()
+        )
+        mine = announce.mine(plan, self.node)
+        if self._check_isolation(live):
+            mine = {}
+        elif not settled:
+            # Meeting the peers: keep what is announced here, take nothing new.
+            mine = {ip: a for ip, a in mine.items() if ip in self.layer2.announced}
+        await self.layer2.apply(mine, self.links)
+        self.status.update(plan, self.layer2.announced)
+
+    async def plan_loop(self) -> None:
+        while True:
+            await self.dirty.wait()
+            self.dirty.clear()
+            await self.plan_once()
+
+    async def settle(self) -> None:
+        """Hold announcing until peers have answered (every member event re-plans) or `SETTLE`
+        seconds have passed."""
+        self.settled_at = time.monotonic() + SETTLE
+        self.dirty.set()
+        await asyncio.sleep(SETTLE)
+        self.dirty.set()
+
+    async def watch_links(self, monitor: net_links.Monitor) -> None:
+        async with asyncio.TaskGroup() as tg:
+            async for event in monitor:
+                self.links = monitor.links
+                if event.change is net_links.Change.CARRIER_UP:
+                    # Peers may have declared us dead meanwhile: meet them before announcing.
+                    tg.create_task(self.settle())
+                self.dirty.set()
+
+    def ready(self) -> str | None:
+        missing = [c.name for c in self.caches if not c.listed.is_set()]
+        if missing:
+            return f"caches not synced: {', '.join(missing)}"
+        return None if self.settled_at is not None else "meeting the other speakers"
+
+
+async def _wait_for_keys(speaker: Speaker) -> tuple[bytes, ...] | None:
+    deadline = time.monotonic() + SECRET_WAIT
+    while time.monotonic() < deadline:
+        for keys in speaker.secret.items.values():
+            return keys
+        await asyncio.sleep(0.1)
+    problem = next(iter(speaker.secret.invalid.values()), "not found")
+    log.warning(
+        "membership Secret %s/%s unusable (%s): falling back to Node readiness, which "
+        "detects dead nodes in tens of seconds instead of under one",
+        speaker.settings.namespace,
+        speaker.settings.membership_secret,
+        problem,
+    )
+    return None
+
+
+async def run(settings: settings_.Settings) -> int:
+    async with k8s.Client.from_config(settings.kubeconfig) as client:
+        speaker = Speaker(client, settings)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        async with asyncio.TaskGroup() as tg:
+            background = [tg.create_task(c.run()) for c in speaker.caches]
+            background.append(tg.create_task(speaker.recorder.run()))
+            for c in speaker.caches:
+                await c.listed.wait()
+            bind = settings.bind_address or node_address(
+                speaker.nodes.items.get(settings.node_name)
+            )
+            if bind is None:
+                raise SystemExit(
+                    f"node {settings.node_name} has no InternalIP and no --bind-address was given"
+                )
+            routes: dict[str, serving.Handler] = {
+                "/metrics": serving.metrics,
+                "/healthz": serving.probe(lambda: None),
+                "/readyz": serving.probe(speaker.ready),
+            }
+            background.append(
+                tg.create_task(serving.Server(bind, settings.metrics_port, routes).serve())
+            )
+            keys = await _wait_for_keys(speaker) if settings.membership else None
+            speaker.membership_fallback = settings.membership and keys is None
+            member_config = member_settings.Settings(
+                probe_interval=settings.probe_interval,
+                suspicion_timeout=settings.suspicion_timeout,
+            )
+            async with net_links.Monitor() as monitor:
+                speaker.links = monitor.links
+                members = None
+                if keys is not None:
+                    members = transport.Transport(
+                        election.NodeName(settings.node_name),
+                        member_model.Endpoint(ipaddress.ip_address(bind), settings.membership_port),
+                        keys,
+                        on_event=speaker._member_event,
+                        config=member_config,
+                        meta=speaker.health.encode(),
+                    )
+                    await members.__aenter__()
+                try:
+                    speaker.members = members
+                    if members is not None:
+                        members.set_peers(speaker._peers())
+                    async with asyncio.TaskGroup() as inner:
+                        work = [
+                            inner.create_task(speaker.layer2.run()),
+                            inner.create_task(speaker.status.run()),
+                            inner.create_task(speaker.watch_links(monitor)),
+                            inner.create_task(speaker.plan_loop()),
+                        ]
+                        inner.create_task(speaker.settle())
+                        await stop.wait()
+                        log.info("shutting down: handing addresses over")
+                        speaker.draining = True
+                        await speaker.plan_once()  # publish "draining"
+                        await speaker.layer2.hand_over(settings.handover_timeout)
+                        for task in work:
+                            task.cancel()
+                    if members is not None:
+                        await members.leave()
+                finally:
+                    if members is not None:
+                        await members.__aexit__(None, None, None)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(2.0):
+                    await speaker.recorder.flush()
+            for task in background:
+                task.cancel()
+    return 0

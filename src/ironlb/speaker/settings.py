@@ -1,0 +1,79 @@
+"""Speaker settings: each field is a flag of `ironlb speaker` and an IRONLB_SPEAKER_<NAME>
+environment variable."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+
+from ironlb.core import interfaces
+from ironlb.core import settings as core_settings
+
+
+def _node_name() -> str:
+    return os.environ.get("NODE_NAME") or socket.gethostname()
+
+
+def _namespace() -> str:
+    return os.environ.get("POD_NAMESPACE", "metallb-system")
+
+
+@dataclass(frozen=True)
+class Settings:
+    kubeconfig: str | None = core_settings.setting(
+        help="Path of a kubeconfig; unset: in-cluster service account, then ~/.kube/config."
+    )
+    node_name: str = core_settings.setting(
+        factory=_node_name, help="This node's name (the Node object; default $NODE_NAME)."
+    )
+    namespace: str = core_settings.setting(
+        factory=_namespace, help="Namespace of the metallb.io configuration and the Secret."
+    )
+    lb_class: str | None = core_settings.setting(
+        help="Announce only Services of this spec.loadBalancerClass (default: those without)."
+    )
+    ignore_exclude_lb: bool = core_settings.setting(
+        False,
+        help="Announce from nodes labelled node.kubernetes.io/exclude-from-external-load-balancers"
+        " (kubeadm puts it on control-plane nodes; needed on single-node clusters).",
+    )
+    bind_address: str | None = core_settings.setting(
+        help="Address for membership and metrics (default: the node's first InternalIP)."
+    )
+    metrics_port: int = core_settings.setting(7472, help="HTTP port of /metrics and probes.")
+    membership: bool = core_settings.setting(
+        True, help="Detect dead speakers directly (UDP); off: trust Node readiness only."
+    )
+    membership_port: int = core_settings.setting(7946, help="UDP port of speaker membership.")
+    membership_secret: str = core_settings.setting(
+        "memberlist",
+        help="Secret whose 'secretkey' signs membership packets (MetalLB's; several"
+        " comma-separated keys rotate: the first signs).",
+    )
+    probe_interval: float = core_settings.setting(
+        0.1, help="Seconds between membership probes (a dead node is found in ~4.5 of these)."
+    )
+    suspicion_timeout: float = core_settings.setting(
+        0.25, help="Seconds a suspected node has to refute before it is declared dead."
+    )
+    gratuitous_interval: float = core_settings.setting(
+        1.1,
+        help="Seconds between the gratuitous ARP/NA sent after a takeover (Linux ignores"
+        " updates less than 1 s apart).",
+    )
+    gratuitous_duration: float = core_settings.setting(
+        5.0, help="Seconds during which gratuitous ARP/NA are repeated after a takeover."
+    )
+    probe_before_announce: float = core_settings.setting(
+        0.5,
+        help="Seconds spent checking (RFC 5227 probe / DAD) that no other host uses an"
+        " address before announcing it for the first time; 0 disables the check.",
+    )
+    handover_timeout: float = core_settings.setting(
+        2.0, help="On SIGTERM, seconds to wait for the new owners to announce before stopping."
+    )
+    excluded_interfaces: str = core_settings.setting(
+        ",".join(interfaces.DEFAULT_EXCLUDED),
+        help="Comma-separated regular expressions of interfaces never used for announcing.",
+    )

@@ -1,0 +1,378 @@
+"""Layer 2 end to end: three node namespaces each running a speaker as its node, the controller,
+the real API server, a LAN client and a stranger host. Each node runs a backend that answers
+with its own name, reached through kube-proxy-like DNAT, so the client's answer names the node
+that took the traffic; only the speakers answer ARP/NDP for service addresses."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import time
+from collections.abc import Awaitable, Iterator
+from dataclasses import dataclass, field
+
+import pytest
+
+from ironlb.core import election
+from ironlb.k8s import client as k8s
+from ironlb.lab import cluster as lab_cluster
+from ironlb.lab import components, topology
+from support import kube, traffic
+
+pytestmark = pytest.mark.e2e
+
+NODES = (1, 2, 3)
+CONFIG = [
+    kube.pool("l2", "198.18.0.192/27", "2001:db8::c0/123"),
+    kube.pool("l2-selected", "198.18.0.224/30"),
+    kube.pool("l2-iface", "198.18.0.228/31"),
+    kube.pool("l2-squat", "198.18.0.230/32"),
+    {
+        "apiVersion": "metallb.io/v1beta1",
+        "kind": "L2Advertisement",
+        "metadata": {"name": "l2", "namespace": kube.CONFIG_NS},
+        "spec": {"ipAddressPools": ["l2", "l2-squat"]},
+    },
+    {
+        "apiVersion": "metallb.io/v1beta1",
+        "kind": "L2Advertisement",
+        "metadata": {"name": "l2-selected", "namespace": kube.CONFIG_NS},
+        "spec": {
+            "ipAddressPools": ["l2-selected"],
+            "nodeSelectors": [{"matchLabels": {"kubernetes.io/hostname": "node-1"}}],
+        },
+    },
+    {
+        "apiVersion": "metallb.io/v1beta1",
+        "kind": "L2Advertisement",
+        "metadata": {"name": "l2-iface", "namespace": kube.CONFIG_NS},
+        "spec": {"ipAddressPools": ["l2-iface"], "interfaces": ["eth9"]},
+    },
+]
+
+
+@dataclass
+class L2Lab:
+    cluster: lab_cluster.Cluster
+    hosts: dict[int, topology.Host]
+    client: topology.Host
+    stranger: topology.Host
+    speakers: dict[int, components.Process] = field(default_factory=dict)
+    others: list[components.Process] = field(default_factory=list)
+
+    def node_of(self, mac: str | None) -> str | None:
+        return next((f"node-{i}" for i, h in self.hosts.items() if h.mac == mac), None)
+
+    def arp_owner(self, ip: str) -> str | None:
+        self.client.ns.run("ip", "neigh", "flush", "all", check=False)
+        return self.node_of(self.client.ns.arping(ip, "eth0", count=2, timeout=1))
+
+    def start_speakers(self, indexes: tuple[int, ...] = NODES, extra: tuple[str, ...] = ()) -> None:
+        for i in indexes:
+            self.speakers[i] = components.start_speaker(self.cluster, i, extra=extra, wait=False)
+        for i in indexes:
+            self.speakers[i].wait_ready()
+
+    def stop_speakers(self) -> None:
+        for proc in self.speakers.values():
+            proc.stop()
+        self.speakers.clear()
+
+    def endpoints(self, name: str, nodes: list[str], namespace: str = "default") -> None:
+        components.endpoints(self.cluster, namespace, name, nodes)
+
+
+@pytest.fixture(scope="module")
+def l2lab(cluster: lab_cluster.Cluster) -> Iterator[L2Lab]:
+    hosts = {i: cluster.lab.add_node(i) for i in NODES}
+    lab = L2Lab(cluster, hosts, cluster.lab.add_client(), cluster.lab.add_stranger())
+    try:
+        for i, host in hosts.items():
+            components.register_node(cluster, i, host)
+            lab.others.append(components.start_backend(cluster, host))
+        lab.others.append(components.start_controller(cluster))
+        components.membership_secret(cluster)
+        kube.apply(cluster, *CONFIG)
+        lab.start_speakers()
+        yield lab
+    finally:
+        for proc in [*lab.speakers.values(), *lab.others]:
+            proc.kill()
+        for doc in CONFIG:
+            cluster.kubectl(
+                "delete",
+                doc["kind"].lower(),
+                doc["metadata"]["name"],
+                "-n",
+                kube.CONFIG_NS,
+                "--ignore-not-found",
+            )
+        components.uninstall_webhook(cluster)
+        for role in ("client", "stranger", *(f"node-{i}" for i in NODES)):
+            cluster.lab.remove(role)
+        cluster.kubectl("delete", "node", "-l", "ironlb.io/lab=true", "--ignore-not-found")
+
+
+async def lb_service(
+    admin: k8s.Client,
+    l2lab: L2Lab,
+    namespace: str,
+    name: str,
+    nodes: list[str] | None = None,
+    annotations: dict[str, str] | None = None,
+    **spec: object,
+) -> list[str]:
+    await admin.create(k8s.SERVICES, kube.service(name, annotations=annotations, **spec), namespace)
+    l2lab.endpoints(name, nodes or [f"node-{i}" for i in NODES], namespace)
+    try:
+        return await kube.eventually(lambda: kube.ingress(admin, namespace, name))
+    except AssertionError as e:
+        events = await kube.events_for(admin, namespace, name)
+        raise AssertionError(f"{name} got no address; its events: {events}") from e
+
+
+async def l2_status_nodes(admin: k8s.Client, namespace: str, name: str) -> list[str]:
+    """Nodes of the ServiceL2Status objects of one Service."""
+    items, _ = await admin.list_all(k8s.SERVICE_L2_STATUSES, kube.CONFIG_NS)
+    return sorted(
+        i["status"]["node"]
+        for i in items
+        if (i.get("status") or {}).get("serviceName") == name
+        and i["status"].get("serviceNamespace") == namespace
+    )
+
+
+async def l2_status_node(admin: k8s.Client, namespace: str, name: str) -> str | None:
+    """The one node announcing a single-stack Service (None unless exactly one)."""
+    nodes = await l2_status_nodes(admin, namespace, name)
+    return nodes[0] if len(nodes) == 1 else None
+
+
+def _timeline(stream: traffic.Stream) -> str:
+    """Runs of identical answers, for failure messages."""
+    runs: list[list[object]] = []
+    for _, body in stream.results:
+        if runs and runs[-1][0] == body:
+            runs[-1][1] += 1  # type: ignore[operator]
+        else:
+            runs.append([body, 1])
+    return ", ".join(f"{body}x{n}" for body, n in runs)
+
+
+async def _nodes_are(found: Awaitable[list[str]], expected: list[str]) -> bool:
+    return await found == expected
+
+
+async def announced_by(admin: k8s.Client, namespace: str, name: str, node: str) -> bool:
+    return await l2_status_node(admin, namespace, name) == node
+
+
+def winner(ip: str, nodes: tuple[int, ...] = NODES) -> str:
+    owner = election.announcer_for(
+        ipaddress.ip_address(ip), [election.NodeName(f"node-{i}") for i in nodes]
+    )
+    assert owner is not None
+    return owner
+
+
+def answered(host: topology.Host, ip: str, within: float = 5.0) -> str | None:
+    url_host = f"[{ip}]" if ":" in ip else ip
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        body = host.ns.http_get(f"http://{url_host}/", timeout=0.5)
+        if body:
+            return body.strip()
+        time.sleep(0.1)
+    return None
+
+
+async def test_client_reaches_the_service_through_its_owner_over_ipv4_and_ipv6(
+    l2lab: L2Lab, admin: k8s.Client, namespace: str
+) -> None:
+    ips = await lb_service(
+        admin,
+        l2lab,
+        namespace,
+        "web",
+        ipFamilyPolicy="RequireDualStack",
+        ipFamilies=["IPv4", "IPv6"],
+    )
+    v4, v6 = ips
+    owner4, owner6 = winner(v4), winner(v6)
+    # One ServiceL2Status per announcing node: the two families may be announced apart.
+    expected = sorted({owner4, owner6})
+    assert await kube.eventually(
+        lambda: _nodes_are(l2_status_nodes(admin, namespace, "web"), expected)
+    )
+    assert answered(l2lab.client, v4) == owner4
+    assert l2lab.arp_owner(v4) == owner4
+    assert answered(l2lab.client, v6) == owner6
+    neigh = l2lab.client.ns.neighbours("eth0")
+    assert neigh[v6][0] == l2lab.hosts[int(owner6[-1])].mac
+    events = await kube.reasons(admin, namespace, "web", "nodeAssigned")
+    assert any(owner4 in e for e in events)
+    index = int(owner4[-1])
+    announced = l2lab.speakers[index].metric("metallb_speaker_announced", f'ip="{v4}"')
+    assert announced == 1
+
+
+async def test_killed_owner_is_replaced_by_another_node(
+    l2lab: L2Lab, admin: k8s.Client, namespace: str
+) -> None:
+    (ip,) = await lb_service(admin, l2lab, namespace, "failover")
+    owner = await kube.eventually(lambda: l2_status_node(admin, namespace, "failover"))
+    assert answered(l2lab.client, ip) == owner
+    index = int(owner[-1])
+    stream = traffic.Stream(l2lab.client.ns.name, ip, count=400, interval=0.01).start()
+    await asyncio.sleep(0.3)
+    # The node dies: its speaker is SIGKILLed and its link goes down with it.
+    l2lab.speakers.pop(index).kill()
+    l2lab.hosts[index].ns.ip("link", "set", "eth0", "down")
+    try:
+        new = winner(ip, tuple(i for i in NODES if i != index))
+        assert await asyncio.to_thread(answered, l2lab.client, ip, 5.0) == new
+        stream.stop()
+        gap = stream.failover(owner, new)
+        assert gap is not None, _timeline(stream)
+        assert gap < 3.0, f"failover took {gap:.3f} s"
+        print(f"failover {owner} -> {new}: {gap * 1000:.0f} ms")
+        # The new owner keeps ServiceL2Status exact: one object, naming itself.
+        assert await kube.eventually(lambda: announced_by(admin, namespace, "failover", new))
+    finally:
+        stream.stop()
+        l2lab.hosts[index].ns.ip("link", "set", "eth0", "up")
+        l2lab.start_speakers((index,))
+    # The restarted node settles without fighting: one MAC answers, the hash's choice.
+    await asyncio.sleep(1.5)
+    assert l2lab.arp_owner(ip) == owner
+
+
+async def test_graceful_restart_of_the_owner_loses_no_request(
+    l2lab: L2Lab, admin: k8s.Client, namespace: str
+) -> None:
+    (ip,) = await lb_service(admin, l2lab, namespace, "rolling")
+    owner = await kube.eventually(lambda: l2_status_node(admin, namespace, "rolling"))
+    index = int(owner[-1])
+    assert answered(l2lab.client, ip) == owner
+    stream = traffic.Stream(l2lab.client.ns.name, ip, count=300, interval=0.01).start()
+    await asyncio.sleep(0.5)
+    code = await asyncio.to_thread(l2lab.speakers.pop(index).stop)
+    assert code == 0
+    await asyncio.sleep(1.0)
+    l2lab.start_speakers((index,))
+    await asyncio.to_thread(stream.join)
+    assert stream.failures == 0, f"{stream.failures} of {len(stream.results)} requests failed"
+    served_by = set(stream.answered_by())
+    assert owner in served_by
+    assert len(served_by) == 2, served_by  # handed over, then (after the restart) back
+
+
+async def test_local_policy_announces_from_the_node_with_the_endpoint(
+    l2lab: L2Lab, admin: k8s.Client, namespace: str
+) -> None:
+    (ip,) = await lb_service(
+        admin, l2lab, namespace, "local", nodes=["node-3"], externalTrafficPolicy="Local"
+    )
+    assert answered(l2lab.client, ip) == "node-3"
+    assert l2lab.arp_owner(ip) == "node-3"
+    # The endpoint moves: so does the announcement.
+    l2lab.endpoints("local", ["node-1"], namespace)
+    await kube.eventually(lambda: announced_by(admin, namespace, "local", "node-1"))
+    assert l2lab.arp_owner(ip) == "node-1"
+
+
+async def test_node_selectors_and_interfaces_of_the_advertisement(
+    l2lab: L2Lab, admin: k8s.Client, namespace: str
+) -> None:
+    selected = {"metallb.io/address-pool": "l2-selected"}
+    (ip,) = await lb_service(admin, l2lab, namespace, "selected", annotations=selected)
+    assert l2lab.arp_owner(ip) == "node-1"
+    # An advertisement limited to an interface no node has: nobody answers.
+    iface = {"metallb.io/address-pool": "l2-iface"}
+    (quiet,) = await lb_service(admin, l2lab, namespace, "iface", annotations=iface)
+    await asyncio.sleep(0.5)
+    assert l2lab.arp_owner(quiet) is None
+    assert await l2_status_node(admin, namespace, "iface") is None
+
+
+async def test_exclusion_label_is_honoured_unless_ignored(
+    l2lab: L2Lab, admin: k8s.Client, namespace: str
+) -> None:
+    (ip,) = await lb_service(admin, l2lab, namespace, "excluded")
+    owner = winner(ip)
+    assert l2lab.arp_owner(ip) == owner
+    label = "node.kubernetes.io/exclude-from-external-load-balancers"
+    l2lab.cluster.kubectl("label", "node", owner, f"{label}=")
+    try:
+        others = tuple(i for i in NODES if f"node-{i}" != owner)
+        await kube.eventually(
+            lambda: announced_by(admin, namespace, "excluded", winner(ip, others))
+        )
+        assert l2lab.arp_owner(ip) == winner(ip, others)
+        # Seed 000: with --ignore-exclude-lb the labelled node announces again.
+        l2lab.stop_speakers()
+        l2lab.start_speakers(extra=("--ignore-exclude-lb",))
+        await kube.eventually(lambda: announced_by(admin, namespace, "excluded", owner))
+        assert l2lab.arp_owner(ip) == owner
+    finally:
+        l2lab.cluster.kubectl("label", "node", owner, f"{label}-")
+        l2lab.stop_speakers()
+        l2lab.start_speakers()
+
+
+async def test_an_address_a_stranger_uses_is_not_announced_and_the_event_says_why(
+    l2lab: L2Lab, admin: k8s.Client, namespace: str
+) -> None:
+    l2lab.stranger.ns.ip("addr", "add", "198.18.0.230/24", "dev", "eth0")
+    try:
+        squat = {"metallb.io/address-pool": "l2-squat"}
+        (ip,) = await lb_service(admin, l2lab, namespace, "squatted", annotations=squat)
+        assert ip == "198.18.0.230"
+        notes = await kube.eventually(
+            lambda: kube.reasons(admin, namespace, "squatted", "AddressInUse"), within=10
+        )
+        assert l2lab.stranger.mac in notes[0]
+        assert l2lab.client.ns.arping(ip, "eth0", count=2, timeout=1) == l2lab.stranger.mac
+        assert await l2_status_node(admin, namespace, "squatted") is None
+    finally:
+        l2lab.stranger.ns.ip("addr", "del", "198.18.0.230/24", "dev", "eth0", check=False)
+
+
+async def test_a_speaker_with_the_wrong_key_cannot_join(
+    l2lab: L2Lab, admin: k8s.Client, namespace: str
+) -> None:
+    cluster = l2lab.cluster
+    host = cluster.lab.add_node(4)
+    components.register_node(cluster, 4, host)
+    components.membership_secret(cluster, name="wrong-key", key="not-the-cluster-key")
+    intruder = components.start_speaker(
+        cluster, 4, wait=False, extra=("--membership-secret=wrong-key",)
+    )
+    try:
+        # A free address node-4 would win if it were a member.
+        items, _ = await admin.list_all(k8s.SERVICES)
+        used = {
+            i.get("ip")
+            for svc in items
+            for i in ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+        }
+        ip = next(
+            a
+            for n in range(192, 224)
+            if (a := f"198.18.0.{n}") not in used and winner(a, (1, 2, 3, 4)) == "node-4"
+        )
+        (got,) = await lb_service(
+            admin, l2lab, namespace, "guarded", annotations={"metallb.io/loadBalancerIPs": ip}
+        )
+        assert got == ip
+        await asyncio.sleep(2.0)  # long enough for node-4 to have settled and been rejected
+        assert l2lab.arp_owner(ip) == winner(ip)
+        assert intruder.metric("ironlb_membership_isolated_bool") == 1
+        drops = l2lab.speakers[1].metric("ironlb_membership_dropped_packets", 'reason="bad_mac"')
+        assert drops is not None
+        assert drops > 0
+        assert "announcing" not in intruder.log_text().replace("announcing nothing", "")
+    finally:
+        intruder.kill()
+        cluster.lab.remove("node-4")
+        cluster.kubectl("delete", "node", "node-4", "--ignore-not-found")

@@ -1,0 +1,98 @@
+"""The reflector against the real API server: selectors on list and watch, changes reported
+once, and a fresh list (not a silent gap) after 410 Gone."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from prometheus_client import REGISTRY
+
+from ironlb.k8s import client as k8s
+from ironlb.k8s import reflector
+from ironlb.lab import cluster as lab_cluster
+from support import kube
+
+pytestmark = pytest.mark.integration
+
+
+def configmap(name: str, value: str = "1", labels: dict[str, str] | None = None) -> k8s.Obj:
+    return {"metadata": {"name": name, "labels": labels or {}}, "data": {"v": value}}
+
+
+def value(raw: k8s.Obj) -> str:
+    return str((raw.get("data") or {}).get("v", ""))
+
+
+async def test_field_and_label_selectors_hold_on_list_and_on_watch(
+    admin: k8s.Client, namespace: str
+) -> None:
+    await admin.create(k8s.CONFIGMAPS, configmap("wanted", labels={"pick": "yes"}), namespace)
+    await admin.create(k8s.CONFIGMAPS, configmap("other", labels={"pick": "yes"}), namespace)
+    changes: list[str] = []
+    by_field = reflector.Reflector(
+        admin,
+        k8s.CONFIGMAPS,
+        value,
+        namespace=namespace,
+        field_selector="metadata.name=wanted",
+        on_change=changes.append,
+    )
+    by_label = reflector.Reflector(
+        admin, k8s.CONFIGMAPS, value, namespace=namespace, label_selector="pick=yes"
+    )
+    async with asyncio.TaskGroup() as tg:
+        tasks = [tg.create_task(by_field.run()), tg.create_task(by_label.run())]
+        await by_field.listed.wait()
+        await by_label.listed.wait()
+        assert list(by_field.items) == [f"{namespace}/wanted"]
+        # Changes to other objects never reach a field-selected cache, list or watch.
+        await admin.patch(k8s.CONFIGMAPS, "other", {"data": {"v": "2"}}, namespace)
+        await admin.patch(k8s.CONFIGMAPS, "wanted", {"data": {"v": "3"}}, namespace)
+        await admin.create(k8s.CONFIGMAPS, configmap("later", labels={"pick": "yes"}), namespace)
+        await kube.eventually(lambda: _has(by_label, f"{namespace}/later"))
+        await kube.eventually(lambda: _value_is(by_field, f"{namespace}/wanted", "3"))
+        assert list(by_field.items) == [f"{namespace}/wanted"]
+        assert changes == [f"{namespace}/wanted", f"{namespace}/wanted"]
+        for task in tasks:
+            task.cancel()
+
+
+async def _has(r: reflector.Reflector[str], key: str) -> bool:
+    return key in r.items
+
+
+async def _value_is(r: reflector.Reflector[str], key: str, expected: str) -> bool:
+    return r.items.get(key) == expected
+
+
+async def test_a_gone_resource_version_leads_to_a_fresh_list(
+    cluster: lab_cluster.Cluster, admin: k8s.Client, namespace: str
+) -> None:
+    await admin.create(k8s.CONFIGMAPS, configmap("before"), namespace)
+    changes: list[str] = []
+    r = reflector.Reflector(
+        admin, k8s.CONFIGMAPS, value, namespace=namespace, on_change=changes.append
+    )
+    await r.relist()
+    stale = r._rv
+    await admin.delete(k8s.CONFIGMAPS, "before", namespace)
+    await admin.create(k8s.CONFIGMAPS, configmap("after"), namespace)
+    # A restarted API server's watch cache starts at the current version: older ones are gone.
+    await asyncio.to_thread(cluster.control_plane.restart_apiserver)
+    with pytest.raises(k8s.ApiError) as gone:
+        async for _ in admin.watch(k8s.CONFIGMAPS, stale, namespace, timeout_seconds=5):
+            pass
+    assert gone.value.gone
+    changes.clear()
+    async with asyncio.TaskGroup() as tg:
+        r._rv = stale
+        r.listed.clear()
+        task = tg.create_task(r.run())
+        await kube.eventually(lambda: _has(r, f"{namespace}/after"))
+        task.cancel()
+    assert f"{namespace}/before" not in r.items
+    assert f"{namespace}/before" in changes  # the deletion in the gap is reported
+    relists = REGISTRY.get_sample_value("ironlb_k8s_relists_total", {"resource": "configmaps"})
+    assert relists is not None
+    assert relists >= 2
