@@ -547,8 +547,9 @@ configuration_state = crd(
                                 ),
                                 "reason": string("CamelCase reason."),
                                 "message": string("Details."),
-                                "lastTransitionTime": string("When status last changed.",
-                                                             format="date-time"),
+                                "lastTransitionTime": string(
+                                    "When status last changed.", format="date-time"
+                                ),
                                 "observedGeneration": integer("Generation observed.", lo=0),
                             },
                             ["type", "status", "reason", "message", "lastTransitionTime"],
