@@ -6,6 +6,7 @@ hand each other's Services addresses, and uses its own address range.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 
 import pytest
@@ -241,3 +242,18 @@ async def test_invalid_configuration_is_reported_and_the_last_valid_one_stays(
 async def _valid(admin: k8s.Client) -> bool:
     state = await admin.get(k8s.CONFIGURATION_STATES, "controller", kube.CONFIG_NS)
     return bool((state.get("status") or {}).get("validConfig"))
+
+
+async def test_the_speakers_membership_key_is_created_once_and_kept(
+    admin: k8s.Client, controller: components.Process
+) -> None:
+    async def key() -> str:
+        try:
+            secret = await admin.get(k8s.SECRETS, "memberlist", kube.CONFIG_NS)
+        except k8s.ApiError:
+            return ""
+        return str(secret["data"]["secretkey"])
+
+    first = await kube.eventually(key)
+    assert len(base64.b64decode(first)) >= 32
+    assert await key() == first  # never replaced: speakers would lose each other

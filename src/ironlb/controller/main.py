@@ -9,8 +9,10 @@ finish the reconciles in flight, hand the Lease over, flush Events, exit.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import random
+import secrets
 import signal
 
 from ironlb.controller import allocation, metrics, webhook
@@ -26,6 +28,35 @@ SHUTDOWN_GRACE = 10.0
 
 class _Stop(Exception):
     """Raised inside the task group to end it after a graceful shutdown."""
+
+
+async def ensure_membership_secret(client: k8s.Client, settings: settings_.Settings) -> None:
+    """Create the speakers' membership key if nobody has (MetalLB users may have one already:
+    it is kept). Retried until the API server answers."""
+    body = {
+        "metadata": {
+            "name": settings.membership_secret,
+            "namespace": settings.namespace,
+            "labels": {"app.kubernetes.io/part-of": "ironlb"},
+        },
+        "type": "Opaque",
+        "data": {"secretkey": base64.b64encode(secrets.token_hex(32).encode()).decode()},
+    }
+    retry = backoff.Backoff(backoff.Policy(initial=0.5, cap=10.0))
+    while True:
+        try:
+            await client.create(k8s.SECRETS, body, settings.namespace)
+            log.info("created membership Secret %s", settings.membership_secret)
+            return
+        except k8s.ApiError as e:
+            if e.conflict:
+                return
+            problem: Exception = e
+        except k8s.Unreachable as e:
+            problem = e
+        delay = retry.next_delay(random.random()) or 10.0
+        log.warning("membership Secret not ensured (%s); retrying in %.1fs", problem, delay)
+        await asyncio.sleep(delay)
 
 
 async def run(settings: settings_.Settings) -> int:
@@ -101,6 +132,7 @@ async def run(settings: settings_.Settings) -> int:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(shutdown())
                 tg.create_task(recorder.run())
+                tg.create_task(ensure_membership_secret(client, settings))
                 for cache in allocations.caches:
                     tg.create_task(cache.run())
                 if settings.webhook_port:

@@ -57,6 +57,10 @@ class Settings:
     webhook_configuration: str = core_settings.setting(
         "ironlb-webhook", help="ValidatingWebhookConfiguration whose caBundle is kept current."
     )
+    membership_secret: str = core_settings.setting(
+        "memberlist",
+        help="Secret with the speakers' membership key; created with a random key if missing.",
+    )
     webhook_secret: str = core_settings.setting(
         "ironlb-webhook-cert", help="Secret holding the webhook's CA and serving certificate."
     )

@@ -308,6 +308,9 @@ class Layer2:
         """Wait (at most `within` seconds) until another MAC has claimed every address announced
         here, then stop answering."""
         self._handing_over = True
+        # Keep answering, but stop announcing: a repeat scheduled by an earlier takeover would
+        # pull clients back from the new owner.
+        self._schedule.clear()
         pending = set(self._current)
         start = time.monotonic()
         self._claimed.clear()
