@@ -1,4 +1,7 @@
-"""Who announces which Service address at layer 2: the decision every speaker computes alike.
+"""What each speaker announces: at layer 2 (one owner per address), and over BGP (every eligible
+node, for the router to spread traffic by ECMP).
+
+Layer 2, decided alike by every speaker:
 
 Per address (not per Service: Services sharing an address stay together):
 1. The Services showing it (type LoadBalancer, handled class) that want it announced: at least
@@ -14,7 +17,14 @@ Per address (not per Service: Services sharing an address stay together):
 4. The owner: the best rendezvous hash of (node, address) (`core.election`).
 
 Every input is shared cluster state, or published by the nodes themselves through membership,
-so every speaker reaches the same answer without talking about it. Pure.
+so every speaker reaches the same answer without talking about it.
+
+BGP, decided by each node for itself (`bgp`): a node advertises a Service address to a peer
+when a BGPAdvertisement selects the address's pool, the Service and the node, and names that
+peer (or none); when the node is not excluded; and when the Service has a serving endpoint
+(anywhere for Cluster, on this node for Local). The prefix is the address widened to the
+advertisement's aggregation length; communities (aliases resolved) and local preference are
+merged over every advertisement that yields the same prefix for the same peer. Pure.
 """
 
 from __future__ import annotations
@@ -248,6 +258,132 @@ def _interfaces_and_refresh(
             if interval is not None and (refresh is None or interval < refresh):
                 refresh = float(interval)
     return (frozenset() if unrestricted else frozenset(names)), refresh
+
+
+Prefix = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One prefix to advertise to one peer."""
+
+    prefix: Prefix
+    local_pref: int | None = None
+    """Only iBGP peers receive it."""
+    communities: frozenset[config.CommunityValue] = frozenset()
+    services: tuple[model.ServiceKey, ...] = ()
+    """The Services behind it (none for a PodCIDR)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BgpPlan:
+    peers: Mapping[str, config.BGPPeer]
+    """The BGPPeers this node peers with (their nodeSelectors select it), by name."""
+    routes: Mapping[str, Mapping[Prefix, Route]]
+    """Peer name -> what to advertise to it."""
+    problems: tuple[str, ...] = ()
+    """Communities that could not be resolved, and the like: reported, never fatal."""
+
+
+def _communities(
+    texts: Iterable[str], aliases: Mapping[str, config.CommunityValue], problems: list[str]
+) -> frozenset[config.CommunityValue]:
+    out = set()
+    for text in texts:
+        if text in aliases:
+            out.add(aliases[text])
+            continue
+        try:
+            out.add(config.parse_community(text))
+        except ValueError as e:
+            problems.append(f"community {text!r}: {e}")
+    return frozenset(out)
+
+
+def _bgp_selects(
+    adv: config.BGPAdvertisement,
+    pool: config.IPAddressPool,
+    service: model.Service,
+    node: model.Node,
+) -> bool:
+    spec = adv.spec
+    if spec.ip_address_pools or spec.ip_address_pool_selectors:
+        by_name = pool.name in spec.ip_address_pools
+        by_label = any(s.matches(pool.metadata.labels) for s in spec.ip_address_pool_selectors)
+        if not (by_name or by_label):
+            return False
+    return selectors.any_matches(
+        spec.service_selectors, service.metadata.labels
+    ) and selectors.any_matches(spec.node_selectors, node.metadata.labels)
+
+
+def bgp(view: View, node_name: str, *, pod_cidrs: bool = False) -> BgpPlan:
+    """What this node advertises to which of its peers."""
+    node = view.nodes.get(node_name)
+    if node is None:
+        return BgpPlan({}, {})
+    cfg = view.config
+    peers = {
+        name: peer
+        for name, peer in sorted(cfg.peers.items())
+        if selectors.any_matches(peer.spec.node_selectors, node.metadata.labels)
+    }
+    routes: dict[str, dict[Prefix, Route]] = {name: {} for name in peers}
+    problems: list[str] = []
+    if not _node_ok(node, view):
+        return BgpPlan(peers, routes)
+    aliases = cfg.community_aliases()
+    index = _pool_index(cfg)
+    advertisements = sorted(cfg.bgp_advertisements.values(), key=lambda a: a.name)
+
+    def add(peer: str, route: Route) -> None:
+        have = routes[peer].get(route.prefix)
+        if have is not None:
+            prefs = [p for p in (have.local_pref, route.local_pref) if p is not None]
+            route = Route(
+                route.prefix,
+                max(prefs) if prefs else None,
+                have.communities | route.communities,
+                tuple(sorted(set(have.services) | set(route.services))),
+            )
+        routes[peer][route.prefix] = route
+
+    for service in sorted(view.services.values(), key=lambda s: s.key):
+        if not alloc.is_handled(service, view.lb_class) or not service.ingress_ips:
+            continue
+        any_serving, local = serving_nodes(view.endpoints.get(service.key, ()))
+        if not any_serving:
+            continue
+        if service.spec.external_traffic_policy == "Local" and node_name not in local:
+            continue
+        for ip in service.ingress_ips:
+            pool_name = index.find(addresses.family_of(ip), int(ip))
+            if pool_name is None:
+                continue
+            pool = cfg.pools[pool_name]
+            for adv in advertisements:
+                if not _bgp_selects(adv, pool, service, node):
+                    continue
+                length = (
+                    adv.spec.aggregation_length
+                    if ip.version == 4
+                    else (adv.spec.aggregation_length_v6)
+                )
+                prefix = ipaddress.ip_network(f"{ip}/{length}", strict=False)
+                route = Route(
+                    prefix,
+                    adv.spec.local_pref or None,
+                    _communities(adv.spec.communities, aliases, problems),
+                    (service.key,),
+                )
+                for peer in adv.spec.peers or tuple(peers):
+                    if peer in peers:
+                        add(peer, route)
+    if pod_cidrs:
+        for cidr in node.spec.pod_cidrs:
+            for peer in peers:
+                add(peer, Route(ipaddress.ip_network(cidr, strict=False)))
+    return BgpPlan(peers, routes, tuple(dict.fromkeys(problems)))
 
 
 def mine(plan: Mapping[addresses.IP, Announcement], node: str) -> dict[addresses.IP, Announcement]:

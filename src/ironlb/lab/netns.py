@@ -152,6 +152,10 @@ class Netns:
             ("net.ipv6.conf.all.accept_ra", "0"),
             ("net.ipv6.conf.default.accept_ra", "0"),
             ("net.ipv6.conf.default.router_solicitations", "0"),
+            # Keep IPv6 addresses across link down/up, as a host's network manager would:
+            # tests take links down to kill nodes and bring them back.
+            ("net.ipv6.conf.all.keep_addr_on_down", "1"),
+            ("net.ipv6.conf.default.keep_addr_on_down", "1"),
         ):
             ns.sysctl(key, value)
         return ns

@@ -27,16 +27,16 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from prometheus_client import Gauge
+from prometheus_client import Counter, Gauge
 
-from ironlb.core import announce, config, election, interfaces, model
+from ironlb.core import addresses, announce, config, election, interfaces, model
 from ironlb.k8s import client as k8s
 from ironlb.k8s import configsource, configstate, events, reflector, serving
 from ironlb.membership import model as member_model
 from ironlb.membership import settings as member_settings
 from ironlb.membership import states, transport, wire
 from ironlb.net import links as net_links
-from ironlb.speaker import layer2, status
+from ironlb.speaker import bgp, layer2, status
 from ironlb.speaker import settings as settings_
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,7 @@ ISOLATED = Gauge(
     "1 while peers' packets fail authentication and none is verified: this speaker"
     " has the wrong key and announces nothing",
 )
+PLAN_ERRORS = Counter("ironlb_speaker_plan_errors", "Plans that failed unexpectedly (see the log)")
 KEY_MISMATCH_WINDOW = 5.0
 """Seconds a packet failing authentication counts as evidence of a key mismatch."""
 
@@ -68,6 +69,13 @@ def parse_keys(raw: k8s.Obj) -> tuple[bytes, ...]:
     if not keys:
         raise ValueError("Secret's 'secretkey' is empty")
     return keys
+
+
+def node_addresses(node: model.Node | None) -> list[str]:
+    """A node's InternalIPs (where BGP listens)."""
+    if node is None:
+        return []
+    return [a.address for a in node.status.addresses if a.type == "InternalIP"]
 
 
 def node_address(node: model.Node | None) -> str | None:
@@ -101,8 +109,11 @@ class Speaker:
             client, k8s.NODES, model.parse_node, on_change=self._node_changed
         )
         self.config = configsource.ConfigSource(client, ns, mark)
-        statuses = reflector.Reflector(
-            client, k8s.SERVICE_L2_STATUSES, status.parse, namespace=ns, on_change=mark
+        l2_statuses = reflector.Reflector(
+            client, k8s.SERVICE_L2_STATUSES, status.parse_l2, namespace=ns, on_change=mark
+        )
+        bgp_statuses = reflector.Reflector(
+            client, k8s.SERVICE_BGP_STATUSES, status.parse_bgp, namespace=ns, on_change=mark
         )
         self.secret = reflector.Reflector(
             client,
@@ -112,15 +123,25 @@ class Speaker:
             field_selector=f"metadata.name={settings.membership_secret}",
             on_change=self._keys_changed,
         )
-        self.status = status.L2Statuses(
-            client, self.node, ns, self.recorder, statuses, self._service
+        self.l2_status = status.Statuses(
+            client,
+            self.node,
+            ns,
+            l2_statuses,
+            resource=k8s.SERVICE_L2_STATUSES,
+            prefix="l2",
+            on_new=self._node_assigned,
         )
+        self.bgp_status = status.Statuses(
+            client, self.node, ns, bgp_statuses, resource=k8s.SERVICE_BGP_STATUSES, prefix="bgp"
+        )
+        self.bgp = bgp.Bgp(client, self.node, ns)
         self.layer2 = layer2.Layer2(
             self.node,
             settings,
             self.recorder,
             service=self._service,
-            announced_by=self.status.announced_by,
+            announced_by=self.l2_status.recorded_by,
             changed=self.dirty.set,
         )
         self.state = configstate.Reporter(
@@ -151,12 +172,23 @@ class Speaker:
             self.slices,
             self.nodes,
             *self.config.reflectors,
-            self.status.cache,
+            self.l2_status.cache,
+            self.bgp_status.cache,
             self.secret,
         ]
 
     def _service(self, key: model.ServiceKey) -> model.Service | None:
         return self.services.items.get(key)
+
+    def _node_assigned(self, key: model.ServiceKey) -> None:
+        svc = self._service(key)
+        if svc is not None:
+            self.recorder.record(
+                events.Regarding("v1", "Service", svc.namespace, svc.name, svc.metadata.uid),
+                "Normal",
+                "nodeAssigned",
+                f'announcing from node "{self.node}" with protocol "layer2"',
+            )
 
     # --- membership -----------------------------------------------------------------------------
 
@@ -300,13 +332,36 @@ class Speaker:
             # Meeting the peers: keep what is announced here, take nothing new.
             mine = {ip: a for ip, a in mine.items() if ip in self.layer2.announced}
         await self.layer2.apply(mine, self.links)
-        self.status.update(plan, self.layer2.announced)
+        self._publish_l2_status(plan)
+        bgp_plan = announce.bgp(view, self.node, pod_cidrs=self.settings.advertise_pod_cidrs)
+        await self.bgp.apply(bgp_plan, self.nodes.items.get(self.node), self.applied)
+        self.bgp_status.set(
+            self.bgp.announced_services(bgp_plan),
+            {model.ServiceKey(key): set(live) for key in self.services.items},
+        )
+
+    def _publish_l2_status(self, plan: Mapping[addresses.IP, announce.Announcement]) -> None:
+        desired: dict[model.ServiceKey, set[str]] = {}
+        owners: dict[model.ServiceKey, set[str]] = {}
+        for ip, a in plan.items():
+            for key in a.services:
+                owners.setdefault(key, set()).update({a.owner} if a.owner else set())
+                if ip in self.layer2.announced:
+                    desired.setdefault(key, set()).update(self.layer2.announced[ip])
+        self.l2_status.set(desired, owners)
 
     async def plan_loop(self) -> None:
         while True:
             await self.dirty.wait()
             self.dirty.clear()
-            await self.plan_once()
+            try:
+                await self.plan_once()
+            except Exception:
+                # A bug must not silence the node: keep what is announced, say so, try again.
+                PLAN_ERRORS.inc()
+                log.exception("planning failed; retrying in 1 s")
+                await asyncio.sleep(1.0)
+                self.dirty.set()
 
     async def settle(self) -> None:
         """Hold announcing until peers have answered (every member event re-plans) or `SETTLE`
@@ -324,6 +379,13 @@ class Speaker:
                     # Peers may have declared us dead meanwhile: meet them before announcing.
                     tg.create_task(self.settle())
                 self.dirty.set()
+
+    async def follow_sessions(self) -> None:
+        """Re-plan when a BGP session comes up or goes down (status objects follow)."""
+        while True:
+            await self.bgp.changed.wait()
+            self.bgp.changed.clear()
+            self.dirty.set()
 
     def ready(self) -> str | None:
         missing = [c.name for c in self.caches if not c.listed.is_set()]
@@ -361,9 +423,9 @@ async def run(settings: settings_.Settings) -> int:
             background.append(tg.create_task(speaker.recorder.run()))
             for c in speaker.caches:
                 await c.listed.wait()
-            bind = settings.bind_address or node_address(
-                speaker.nodes.items.get(settings.node_name)
-            )
+            own_node = speaker.nodes.items.get(settings.node_name)
+            bind = settings.bind_address or node_address(own_node)
+            addresses = node_addresses(own_node) or ([bind] if bind else [])
             if bind is None:
                 raise SystemExit(
                     f"node {settings.node_name} has no InternalIP and no --bind-address was given"
@@ -402,7 +464,10 @@ async def run(settings: settings_.Settings) -> int:
                     async with asyncio.TaskGroup() as inner:
                         work = [
                             inner.create_task(speaker.layer2.run()),
-                            inner.create_task(speaker.status.run()),
+                            inner.create_task(speaker.l2_status.run()),
+                            inner.create_task(speaker.bgp_status.run()),
+                            inner.create_task(speaker.bgp.run(addresses)),
+                            inner.create_task(speaker.follow_sessions()),
                             inner.create_task(speaker.watch_links(monitor)),
                             inner.create_task(speaker.plan_loop()),
                         ]
@@ -412,6 +477,7 @@ async def run(settings: settings_.Settings) -> int:
                         speaker.draining = True
                         await speaker.plan_once()  # publish "draining"
                         await speaker.layer2.hand_over(settings.handover_timeout)
+                        await speaker.bgp.stop_all()
                         for task in work:
                             task.cancel()
                     if members is not None:

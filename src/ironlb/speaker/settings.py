@@ -73,6 +73,9 @@ class Settings:
     handover_timeout: float = core_settings.setting(
         2.0, help="On SIGTERM, seconds to wait for the new owners to announce before stopping."
     )
+    advertise_pod_cidrs: bool = core_settings.setting(
+        False, help="Also advertise this node's PodCIDRs to its BGP peers (native routing)."
+    )
     excluded_interfaces: str = core_settings.setting(
         ",".join(interfaces.DEFAULT_EXCLUDED),
         help="Comma-separated regular expressions of interfaces never used for announcing.",

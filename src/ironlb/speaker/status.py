@@ -1,13 +1,14 @@
-"""ServiceL2Status objects: which node announces which Service, on which interfaces.
+"""ServiceL2Status and ServiceBGPStatus: which node announces which Service, and how.
 
-Kept exact across failovers: each speaker keeps one object per Service it announces (named
-after node and Service, labelled like MetalLB's: `metallb.io/node`, `metallb.io/service-name`,
-`metallb.io/service-namespace`) and deletes its own when it stops; the new owner of a Service's
-address also deletes the objects of nodes that no longer announce any of that Service's
-addresses (a dead node cannot clean up after itself). When this node starts announcing a
-Service it records a `nodeAssigned` Event on it.
+One object per (node, Service), named after both and labelled like MetalLB's
+(`metallb.io/node`, `metallb.io/service-name`, `metallb.io/service-namespace`): for layer 2 the
+interfaces, for BGP the peers the Service is advertised to. Kept exact: each speaker writes its
+own objects and deletes them when it stops announcing; a node that still announces a Service
+also deletes other nodes' objects for it when those nodes no longer should have one (a dead node
+cannot clean up after itself).
 
-Writes run in their own task (`run`), from the latest plan: announcing never waits for the API.
+Writes run in their own task (`run`), from the latest desired state: announcing never waits for
+the API server.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ import asyncio
 import hashlib
 import logging
 from collections.abc import Callable, Iterable, Mapping
+from typing import Generic, TypeVar
 
-from ironlb.core import addresses, announce, config, model
+from ironlb.core import config, model
 from ironlb.k8s import client as k8s
-from ironlb.k8s import events, reflector
+from ironlb.k8s import reflector
 
 log = logging.getLogger(__name__)
 
@@ -28,51 +30,74 @@ NAME_LABEL = "metallb.io/service-name"
 NAMESPACE_LABEL = "metallb.io/service-namespace"
 FIELD_MANAGER = "ironlb-speaker"
 
+S = TypeVar("S", config.ServiceL2Status, config.ServiceBGPStatus)
 
-def parse(raw: k8s.Obj) -> config.ServiceL2Status:
+
+def parse_l2(raw: k8s.Obj) -> config.ServiceL2Status:
     return config.parse_as(raw, config.ServiceL2Status)
 
 
-def object_name(node: str, service: model.ServiceKey) -> str:
-    digest = hashlib.sha256(f"{node}/{service}".encode()).hexdigest()[:20]
-    return f"l2-{digest}"
+def parse_bgp(raw: k8s.Obj) -> config.ServiceBGPStatus:
+    return config.parse_as(raw, config.ServiceBGPStatus)
 
 
-class L2Statuses:
+def _items(status: config.ServiceL2Status | config.ServiceBGPStatus) -> list[str]:
+    if isinstance(status, config.ServiceL2Status):
+        return [i.name for i in status.status.interfaces]
+    return list(status.status.peers)
+
+
+def _service_of(status: config.ServiceL2Status | config.ServiceBGPStatus) -> model.ServiceKey:
+    return model.service_key(status.status.service_namespace, status.status.service_name)
+
+
+class Statuses(Generic[S]):
+    """The status objects of one kind that this node keeps."""
+
     def __init__(
         self,
         client: k8s.Client,
         node: str,
         namespace: str,
-        recorder: events.Recorder,
-        cache: reflector.Reflector[config.ServiceL2Status],
-        service: Callable[[model.ServiceKey], model.Service | None],
+        cache: reflector.Reflector[S],
+        *,
+        resource: k8s.Resource,
+        prefix: str,
+        on_new: Callable[[model.ServiceKey], None] = lambda _key: None,
     ) -> None:
         self._client = client
         self._node = node
         self._namespace = namespace
-        self._events = recorder
-        self.cache = cache
-        self._service = service
-        self._plan: Mapping[addresses.IP, announce.Announcement] = {}
-        self._announced: Mapping[addresses.IP, tuple[str, ...]] = {}
+        self.cache: reflector.Reflector[S] = cache
+        self._resource = resource
+        self._prefix = prefix
+        self._on_new = on_new
+        self._desired: dict[model.ServiceKey, list[str]] = {}
+        self._entitled: Mapping[model.ServiceKey, set[str]] = {}
         self._dirty = asyncio.Event()
 
-    def announced_by(self, services: Iterable[model.ServiceKey]) -> set[str]:
+    def object_name(self, service: model.ServiceKey) -> str:
+        digest = hashlib.sha256(f"{self._node}/{service}".encode()).hexdigest()[:20]
+        return f"{self._prefix}-{digest}"
+
+    def recorded_by(self, services: Iterable[model.ServiceKey]) -> set[str]:
         """Nodes that recorded announcing any of `services`."""
         wanted = set(services)
         return {
             s.status.node
             for s in self.cache.items.values()
-            if f"{s.status.service_namespace}/{s.status.service_name}" in wanted and s.status.node
+            if s.status.node and _service_of(s) in wanted
         }
 
-    def update(
+    def set(
         self,
-        plan: Mapping[addresses.IP, announce.Announcement],
-        announced: Mapping[addresses.IP, tuple[str, ...]],
+        desired: Mapping[model.ServiceKey, Iterable[str]],
+        entitled: Mapping[model.ServiceKey, set[str]],
     ) -> None:
-        self._plan, self._announced = plan, dict(announced)
+        """`desired`: Service -> what this node announces it with (interfaces or peers).
+        `entitled`: Service -> the nodes that should have an object for it."""
+        self._desired = {key: sorted(set(items)) for key, items in desired.items()}
+        self._entitled = entitled
         self._dirty.set()
 
     def changed(self, _key: str = "") -> None:
@@ -85,83 +110,49 @@ class L2Statuses:
             try:
                 await self._reconcile()
             except (k8s.ApiError, k8s.Unreachable) as e:
-                log.warning("ServiceL2Status update failed (retrying): %s", e)
+                log.warning("%s update failed (retrying): %s", self._resource.kind, e)
                 await asyncio.sleep(1.0)
                 self._dirty.set()
 
-    def _desired(self) -> dict[model.ServiceKey, set[str]]:
-        """Service -> interfaces, for what this node announces now."""
-        out: dict[model.ServiceKey, set[str]] = {}
-        for ip, names in self._announced.items():
-            a = self._plan.get(ip)
-            if a is None:
-                continue
-            for key in a.services:
-                out.setdefault(key, set()).update(names)
-        return out
-
-    def _owners(self) -> dict[model.ServiceKey, set[str]]:
-        owners: dict[model.ServiceKey, set[str]] = {}
-        for a in self._plan.values():
-            for key in a.services:
-                owners.setdefault(key, set())
-                if a.owner:
-                    owners[key].add(a.owner)
-        return owners
-
     async def _reconcile(self) -> None:
-        desired = self._desired()
-        owners = self._owners()
         existing = self.cache.items
-        for key, names in sorted(desired.items()):
-            name = object_name(self._node, key)
-            have = existing.get(f"{self._namespace}/{name}")
-            want = sorted(names)
-            if have is not None and [i.name for i in have.status.interfaces] == want:
+        for key, want in sorted(self._desired.items()):
+            have = existing.get(f"{self._namespace}/{self.object_name(key)}")
+            if have is not None and _items(have) == want:
                 continue
-            await self._write(name, key, want)
+            await self._write(key, want)
             if have is None:
-                svc = self._service(key)
-                if svc is not None:
-                    self._events.record(
-                        events.Regarding(
-                            "v1", "Service", svc.namespace, svc.name, svc.metadata.uid
-                        ),
-                        "Normal",
-                        "nodeAssigned",
-                        f'announcing from node "{self._node}" with protocol "layer2"',
-                    )
+                self._on_new(key)
         for status in list(existing.values()):
-            key = model.ServiceKey(
-                f"{status.status.service_namespace}/{status.status.service_name}"
+            key, node = _service_of(status), status.status.node
+            stale_mine = node == self._node and key not in self._desired
+            orphan = (
+                node != self._node
+                and key in self._desired
+                and node not in self._entitled.get(key, set())
             )
-            node = status.status.node
-            mine_and_stale = node == self._node and key not in desired
-            # A node that announces none of the Service's addresses any more, while this node
-            # announces one of them: it will not clean up (it may be dead), so we do.
-            orphaned = node != self._node and key in desired and node not in owners.get(key, set())
-            if mine_and_stale or orphaned:
-                await self._client.delete(k8s.SERVICE_L2_STATUSES, status.name, self._namespace)
+            if stale_mine or orphan:
+                await self._client.delete(self._resource, status.name, self._namespace)
 
-    async def _write(self, name: str, key: model.ServiceKey, interfaces: list[str]) -> None:
-        namespace, svc_name = key.split("/", 1)
+    async def _write(self, key: model.ServiceKey, items: list[str]) -> None:
+        namespace, name = key.split("/", 1)
         meta = {
-            "name": name,
+            "name": self.object_name(key),
             "namespace": self._namespace,
-            "labels": {NODE_LABEL: self._node, NAME_LABEL: svc_name, NAMESPACE_LABEL: namespace},
+            "labels": {NODE_LABEL: self._node, NAME_LABEL: name, NAMESPACE_LABEL: namespace},
         }
         await self._client.apply(
-            k8s.SERVICE_L2_STATUSES, {"metadata": meta, "spec": {}}, field_manager=FIELD_MANAGER
+            self._resource, {"metadata": meta, "spec": {}}, field_manager=FIELD_MANAGER
         )
-        status = {
-            "node": self._node,
-            "serviceName": svc_name,
-            "serviceNamespace": namespace,
-            "interfaces": [{"name": n} for n in interfaces],
-        }
+        detail: k8s.Obj = (
+            {"interfaces": [{"name": n} for n in items]}
+            if self._resource == k8s.SERVICE_L2_STATUSES
+            else {"peers": items}
+        )
+        status = {"node": self._node, "serviceName": name, "serviceNamespace": namespace, **detail}
         await self._client.apply(
-            k8s.SERVICE_L2_STATUSES,
-            {"metadata": {"name": name, "namespace": self._namespace}, "status": status},
+            self._resource,
+            {"metadata": {"name": meta["name"], "namespace": self._namespace}, "status": status},
             field_manager=FIELD_MANAGER,
             sub="status",
         )

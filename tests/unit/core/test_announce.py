@@ -306,3 +306,173 @@ def test_health_round_trips_or_degrades_to_blind(
 @given(st.binary(max_size=80))
 def test_health_decode_never_raises(data: bytes) -> None:
     announce.Health.decode(data)
+
+
+# --- BGP ------------------------------------------------------------------------------------
+
+
+def peer(name: str, **spec: Any) -> Any:
+    return config.parse(
+        {
+            "apiVersion": "metallb.io/v1beta2",
+            "kind": "BGPPeer",
+            "metadata": {"name": name, "namespace": NS},
+            "spec": {"myASN": 64500, "peerASN": 64501, "peerAddress": "198.18.0.1", **spec},
+        }
+    )
+
+
+def bgp_adv(name: str = "bgp", **spec: Any) -> Any:
+    return config.parse(
+        {
+            "apiVersion": "metallb.io/v1beta1",
+            "kind": "BGPAdvertisement",
+            "metadata": {"name": name, "namespace": NS},
+            "spec": spec,
+        }
+    )
+
+
+def community(**aliases: str) -> Any:
+    return config.parse(
+        {
+            "apiVersion": "metallb.io/v1beta1",
+            "kind": "Community",
+            "metadata": {"name": "aliases", "namespace": NS},
+            "spec": {"communities": [{"name": k, "value": v} for k, v in aliases.items()]},
+        }
+    )
+
+
+ROUTED = pool("routed", "203.0.113.0/24", "2001:db8:100::/120")
+
+
+def bgp_plan(
+    objects: list[Any],
+    services: list[model.Service],
+    slices: list[model.EndpointSlice],
+    node_name: str = "node-1",
+    **flags: Any,
+) -> announce.BgpPlan:
+    v = view(services, slices, objects, **flags)
+    return announce.bgp(v, node_name)
+
+
+def test_every_eligible_node_advertises_a_cluster_service_to_its_peers() -> None:
+    objects = [ROUTED, peer("r1"), bgp_adv()]
+    services = [svc("web", "203.0.113.10", "2001:db8:100::10")]
+    slices = [slice_("web", ("node-3", True, None))]
+    for n in NODES:
+        plan = bgp_plan(objects, services, slices, n)
+        assert set(plan.routes["r1"]) == {
+            IPv4Network("203.0.113.10/32"),
+            IPv6Network("2001:db8:100::10/128"),
+        }
+
+
+def test_local_policy_advertises_only_from_nodes_with_a_local_endpoint() -> None:
+    objects = [ROUTED, peer("r1"), bgp_adv()]
+    services = [svc("web", "203.0.113.10", etp="Local")]
+    slices = [slice_("web", ("node-2", True, None))]
+    assert bgp_plan(objects, services, slices, "node-2").routes["r1"]
+    assert not bgp_plan(objects, services, slices, "node-1").routes["r1"]
+
+
+def test_no_serving_endpoint_means_no_route() -> None:
+    objects = [ROUTED, peer("r1"), bgp_adv()]
+    services = [svc("web", "203.0.113.10")]
+    assert not bgp_plan(objects, services, []).routes["r1"]
+
+
+def test_aggregation_communities_aliases_and_local_pref() -> None:
+    objects = [
+        ROUTED,
+        peer("r1"),
+        community(gold="65000:300"),
+        bgp_adv(
+            "a",
+            aggregationLength=24,
+            communities=["65000:100", "gold", "large:65000:1:2"],
+            localPref=200,
+        ),
+        bgp_adv("b", aggregationLength=24, communities=["65000:200"], localPref=150),
+    ]
+    services = [svc("web", "203.0.113.10"), svc("api", "203.0.113.20")]
+    slices = [slice_("web", ("node-1", True, None)), slice_("api", ("node-1", True, None))]
+    routes = bgp_plan(objects, services, slices).routes["r1"]
+    (route,) = routes.values()
+    assert route.prefix == IPv4Network("203.0.113.0/24")
+    assert {str(c) for c in route.communities} == {
+        "65000:100",
+        "65000:300",
+        "large:65000:1:2",
+        "65000:200",
+    }
+    assert route.local_pref == 200
+    assert route.services == ("default/api", "default/web")
+
+
+def test_peers_and_node_selectors_choose_who_gets_what() -> None:
+    objects = [
+        ROUTED,
+        peer("r1"),
+        peer(
+            "r2",
+            peerAddress="198.18.0.5",
+            nodeSelectors=[{"matchLabels": {"kubernetes.io/hostname": "node-2"}}],
+        ),
+        bgp_adv("to-r2", peers=["r2"]),
+        bgp_adv(
+            "node3-only",
+            aggregationLength=24,
+            nodeSelectors=[{"matchLabels": {"kubernetes.io/hostname": "node-3"}}],
+        ),
+    ]
+    services = [svc("web", "203.0.113.10")]
+    slices = [slice_("web", ("node-1", True, None))]
+    one = bgp_plan(objects, services, slices, "node-1")
+    assert set(one.peers) == {"r1"}
+    assert not one.routes["r1"]  # to-r2 names r2; node3-only does not select node-1
+    two = bgp_plan(objects, services, slices, "node-2")
+    assert set(two.peers) == {"r1", "r2"}
+    assert set(two.routes["r2"]) == {IPv4Network("203.0.113.10/32")}
+    three = bgp_plan(objects, services, slices, "node-3")
+    assert set(three.routes["r1"]) == {IPv4Network("203.0.113.0/24")}
+
+
+def test_excluded_nodes_advertise_nothing_unless_told_to() -> None:
+    nodes = {**NODES, "node-1": node("node-1", labels={announce.EXCLUDE_LB_LABEL: ""})}
+    objects = [ROUTED, peer("r1"), bgp_adv()]
+    services = [svc("web", "203.0.113.10")]
+    slices = [slice_("web", ("node-1", True, None))]
+    v = view(services, slices, objects, nodes=nodes)
+    assert not announce.bgp(v, "node-1").routes["r1"]
+    v = view(services, slices, objects, nodes=nodes, ignore_exclude_lb=True)
+    assert announce.bgp(v, "node-1").routes["r1"]
+
+
+def test_pod_cidrs_are_advertised_when_asked() -> None:
+    nodes = {
+        "node-1": model.parse_node(
+            {
+                "metadata": {"name": "node-1"},
+                "spec": {"podCIDRs": ["198.19.1.0/24", "2001:db8:10:1::/64"]},
+            }
+        )
+    }
+    v = view([], [], [peer("r1")], nodes=nodes)
+    assert not announce.bgp(v, "node-1").routes["r1"]
+    routes = announce.bgp(v, "node-1", pod_cidrs=True).routes["r1"]
+    assert set(routes) == {
+        IPv4Network("198.19.1.0/24"),
+        IPv6Network("2001:db8:10:1::/64"),
+    }
+
+
+def test_unknown_communities_are_reported_not_fatal() -> None:
+    objects = [ROUTED, peer("r1"), bgp_adv(communities=["missing-alias"])]
+    services = [svc("web", "203.0.113.10")]
+    slices = [slice_("web", ("node-1", True, None))]
+    plan = bgp_plan(objects, services, slices)
+    assert plan.routes["r1"]
+    assert "missing-alias" in plan.problems[0]

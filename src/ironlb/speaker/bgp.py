@@ -1,0 +1,330 @@
+"""BGP announcing on this node: BGPPeers become sessions, `core.announce.bgp`'s plan becomes
+their routes.
+
+A session is (re)started only when what it is made of changes (addresses, ASNs, timers,
+password, BFD profile, families): a new community or Service only changes routes, which go out
+as UPDATEs on the running session. Passwords come from `password` or from the basic-auth Secret
+`passwordSecret` names (key `password`). A BFDProfile turns on BFD (RFC 5880/5881, RFC 5883 when
+`ebgpMultiHop`), and a BFD Down takes the BGP session down at once.
+
+With `enableGracefulRestart`, a starting speaker asks its peers to keep its routes until it has
+re-announced them (RFC 4724 R bit), and on SIGTERM it drops the sessions without a
+NOTIFICATION so that they do; without it, SIGTERM sends a Cease and the routers withdraw this
+node's next hops at once (ECMP carries on through the other nodes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import ipaddress
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from ironlb.bgp import attributes, bfd, bfd_transport, families, fsm, rib, session, speaker
+from ironlb.core import announce, config, model
+from ironlb.k8s import client as k8s
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONNECT_TIME = 10.0
+"""Seconds a connection attempt may take when the BGPPeer sets no connectTime."""
+
+
+class PeerError(Exception):
+    """A BGPPeer that cannot be run as configured (reported, not fatal)."""
+
+
+@dataclass
+class _Running:
+    config: speaker.PeerConfig
+    bfd_profile: bfd.Profile | None
+    peer: speaker.Peer
+    task: asyncio.Task[None]
+    bfd_session: bfd_transport.Session | None = None
+    up: bool = False
+    routes: dict[families.Family, dict[families.Prefix, rib.RouteAttributes]] = field(
+        default_factory=dict
+    )
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    return ipaddress.ip_address(text)
+
+
+def route_attributes(route: announce.Route) -> rib.RouteAttributes:
+    standard = frozenset(
+        attributes.Community((c.parts[0] << 16) | c.parts[1])
+        for c in route.communities
+        if not c.large
+    )
+    large = frozenset(attributes.LargeCommunity(*c.parts) for c in route.communities if c.large)
+    return rib.RouteAttributes(
+        local_pref=route.local_pref, communities=standard, large_communities=large
+    )
+
+
+def bfd_profile(profile: config.BFDProfile) -> bfd.Profile:
+    spec = profile.spec
+    return bfd.Profile(
+        receive_interval=spec.receive_interval,
+        transmit_interval=spec.transmit_interval,
+        detect_multiplier=spec.detect_multiplier,
+        echo_mode=spec.echo_mode,
+        echo_interval=spec.echo_interval,
+        passive_mode=spec.passive_mode,
+        minimum_ttl=spec.minimum_ttl,
+    )
+
+
+class Bgp:
+    def __init__(self, client: k8s.Client, node: str, namespace: str) -> None:
+        self._client = client
+        self._node = node
+        self._namespace = namespace
+        self._running: dict[str, _Running] = {}
+        self._listener: speaker.Listener | None = None
+        self._bfd: bfd_transport.Transport | None = None
+        self._tasks: asyncio.TaskGroup | None = None
+        self._started = False
+        self.problems: dict[str, str] = {}
+        """Peer name -> why it is not running."""
+        self.changed = asyncio.Event()
+        """Set when a session comes up or goes down (the status objects follow)."""
+
+    @property
+    def established(self) -> set[str]:
+        return {name for name, r in self._running.items() if r.up}
+
+    async def run(self, addresses: list[str]) -> None:
+        """Own the listener, the BFD transport and the sessions until cancelled."""
+        async with (
+            speaker.Listener([_ip(a) for a in addresses]) as listener,
+            bfd_transport.Transport() as bfd_sockets,
+            asyncio.TaskGroup() as tg,
+        ):
+            self._listener, self._bfd, self._tasks = listener, bfd_sockets, tg
+            try:
+                await asyncio.Event().wait()
+            finally:
+                for r in self._running.values():
+                    r.peer.close()
+                self._listener = self._bfd = self._tasks = None
+
+    # --- configuration -> sessions ------------------------------------------------------------
+
+    async def _password(self, peer: config.BGPPeer) -> str:
+        spec = peer.spec
+        if spec.password_secret is None:
+            return str(spec.password)
+        ref = spec.password_secret
+        namespace = ref.namespace or self._namespace
+        try:
+            secret = await self._client.get(k8s.SECRETS, ref.name, namespace)
+        except k8s.ApiError as e:
+            raise PeerError(f"passwordSecret {namespace}/{ref.name}: {e.message}") from e
+        value = (secret.get("data") or {}).get("password")
+        if secret.get("type") != "kubernetes.io/basic-auth" or not value:
+            raise PeerError(
+                f"passwordSecret {namespace}/{ref.name} must be of type "
+                "kubernetes.io/basic-auth with a 'password' key"
+            )
+        return base64.b64decode(value).decode()
+
+    async def _peer_config(
+        self, peer: config.BGPPeer, node: model.Node, cfg: config.Config
+    ) -> tuple[speaker.PeerConfig, bfd.Profile | None]:
+        spec = peer.spec
+        if spec.peer_address is None:
+            raise PeerError("peerAddress is required (unnumbered BGP is not supported)")
+        address = _ip(spec.peer_address)
+        own = {
+            ipaddress.ip_address(a.address).version: ipaddress.ip_address(a.address)
+            for a in node.status.addresses
+            if a.type == "InternalIP"
+        }
+        router_id = spec.router_id or (str(own[4]) if 4 in own else None)
+        if router_id is None:
+            raise PeerError("no routerID and the node has no IPv4 InternalIP to use instead")
+        timers = spec.timers()
+        hold, keepalive = (int(timers[0]), int(timers[1])) if timers else (90, None)
+        fams = (
+            frozenset(families.Family)
+            if spec.dual_stack_address_family
+            else frozenset(
+                {
+                    families.Family.IPV4_UNICAST
+                    if address.version == 4
+                    else families.Family.IPV6_UNICAST
+                }
+            )
+        )
+        v4 = own.get(4)
+        v6 = own.get(6)
+        session_config = session.SessionConfig(
+            local_asn=spec.my_asn,
+            router_id=ipaddress.IPv4Address(router_id),
+            peer_asn=None if spec.dynamic_asn else spec.peer_asn,
+            dynamic_asn=session.DynamicAsn(spec.dynamic_asn) if spec.dynamic_asn else None,
+            timers=fsm.Timers(
+                hold_time=hold,
+                keepalive_time=keepalive
+                if keepalive is not None and keepalive != hold // 3
+                else None,
+                connect_retry_time=float(spec.connect_time or DEFAULT_CONNECT_TIME),
+            ),
+            families=fams,
+            graceful_restart=session.GracefulRestartConfig()
+            if spec.enable_graceful_restart
+            else None,
+            # Next hops of the other family, on a dual-stack session: the node's own address.
+            next_hop_v4=v4
+            if address.version == 6 and isinstance(v4, ipaddress.IPv4Address)
+            else None,
+            next_hop_v6=v6
+            if address.version == 4 and isinstance(v6, ipaddress.IPv6Address)
+            else None,
+        )
+        profile = None
+        if spec.bfd_profile:
+            known = cfg.bfd_profiles.get(spec.bfd_profile)
+            if known is None:
+                raise PeerError(f"bfdProfile {spec.bfd_profile!r} does not exist")
+            profile = bfd_profile(known)
+        source = _ip(spec.source_address) if spec.source_address else None
+        return speaker.PeerConfig(
+            session=session_config,
+            address=address,
+            port=spec.peer_port,
+            source_address=source,
+            password=await self._password(peer),
+            ebgp_multihop=spec.ebgp_multi_hop,
+        ), profile
+
+    async def apply(
+        self, plan: announce.BgpPlan, node: model.Node | None, cfg: config.Config
+    ) -> None:
+        if self._tasks is None or node is None:
+            return
+        for name in [n for n in self._running if n not in plan.peers]:
+            self._stop(name, "BGPPeer removed or no longer selects this node")
+        for name, peer in plan.peers.items():
+            try:
+                wanted, profile = await self._peer_config(peer, node, cfg)
+            except (PeerError, ValueError) as e:
+                if self.problems.get(name) != str(e):
+                    log.error("BGPPeer %s: %s", name, e)
+                self.problems[name] = str(e)
+                if name in self._running:
+                    self._stop(name, "configuration no longer valid")
+                continue
+            self.problems.pop(name, None)
+            running = self._running.get(name)
+            if running is not None and (running.config, running.bfd_profile) != (wanted, profile):
+                self._stop(name, "configuration changed")
+                running = None
+            if running is None:
+                running = self._start(name, wanted, profile)
+            # A session carries the families it was opened for: IPv6 routes reach an IPv4
+            # peer only with dualStackAddressFamily (as in MetalLB), else its IPv6 twin.
+            routes: dict[families.Family, dict[families.Prefix, rib.RouteAttributes]] = {
+                f: {} for f in wanted.session.families
+            }
+            for prefix, route in plan.routes.get(name, {}).items():
+                family = families.Family.of(prefix)
+                if family in routes:
+                    routes[family][prefix] = route_attributes(route)
+            for family, table in routes.items():
+                if running.routes.get(family) != table:
+                    running.peer.set_routes(family, table)
+                    running.routes[family] = table
+        self._started = True
+
+    def _start(
+        self, name: str, config_: speaker.PeerConfig, profile: bfd.Profile | None
+    ) -> _Running:
+        assert self._tasks is not None
+        assert self._bfd is not None
+        bfd_session = None
+        if profile is not None:
+            bfd_session = self._bfd.open_session(
+                config_.address,
+                local=config_.source_address,
+                profile=profile,
+                multihop=config_.ebgp_multihop,
+            )
+        # A speaker that starts with graceful restart asks its peers to keep its routes until
+        # it has sent them again (it may be a restart, not a first start).
+        restarting = config_.session.graceful_restart is not None and not self._started
+
+        def on_event(event: speaker.Event) -> None:
+            self._event(name, event)
+
+        peer = speaker.Peer(
+            config_,
+            listener=self._listener,
+            bfd_session=bfd_session,
+            on_event=on_event,
+            restarting=restarting,
+        )
+        task = self._tasks.create_task(peer.run())
+        running = _Running(config_, profile, peer, task, bfd_session)
+        self._running[name] = running
+        log.info(
+            "BGPPeer %s: starting session with %s (AS %s)%s",
+            name,
+            config_.name,
+            config_.session.peer_asn or config_.session.dynamic_asn,
+            " with BFD" if profile else "",
+        )
+        return running
+
+    def _stop(self, name: str, reason: str) -> None:
+        running = self._running.pop(name)
+        running.peer.stop(reason)
+        if running.bfd_session is not None:
+            running.bfd_session.close()
+        self.changed.set()
+
+    def _event(self, name: str, event: speaker.Event) -> None:
+        running = self._running.get(name)
+        if running is None:
+            return
+        if isinstance(event, session.SessionUp):
+            running.up = True
+            log.info("BGPPeer %s: session established (%s)", name, running.config.name)
+            self.changed.set()
+        elif isinstance(event, session.SessionDown):
+            if running.up:
+                log.warning("BGPPeer %s: session down: %s", name, event.reason)
+            running.up = False
+            self.changed.set()
+
+    async def stop_all(self, flush: float = 2.0) -> None:
+        """SIGTERM: close (graceful restart: keep routes) or stop (Cease) every session, and
+        give them `flush` seconds to get their last words out."""
+        tasks = []
+        for name, running in list(self._running.items()):
+            if running.config.session.graceful_restart is not None:
+                running.peer.close()
+            else:
+                running.peer.stop("speaker shutting down")
+            if running.bfd_session is not None:
+                running.bfd_session.close()
+            tasks.append(running.task)
+            del self._running[name]
+        if tasks:
+            await asyncio.wait(tasks, timeout=flush)
+
+    def announced_services(self, plan: announce.BgpPlan) -> Mapping[model.ServiceKey, set[str]]:
+        """Service -> established peers it is advertised to."""
+        out: dict[model.ServiceKey, set[str]] = {}
+        up = self.established
+        for peer, routes in plan.routes.items():
+            if peer not in up:
+                continue
+            for route in routes.values():
+                for key in route.services:
+                    out.setdefault(key, set()).add(peer)
+        return out
