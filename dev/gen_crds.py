@@ -1,11 +1,12 @@
-"""Generates deploy/crds/*.yaml: the metallb.io CustomResourceDefinitions ironlb serves.
+"""Generates deploy/crds/*.yaml (and the Helm chart's copy in deploy/helm/ironlb/crds/): the
+metallb.io CustomResourceDefinitions ironlb serves.
 
 The schemas follow MetalLB's field names, types and defaults, so that MetalLB users' manifests
 apply unchanged; constraints the API server can check itself (ranges, enums, exclusive fields)
 are expressed here as OpenAPI bounds and CEL rules, the rest is left to ironlb's webhook.
 
-    python dev/gen_crds.py            write deploy/crds/
-    python dev/gen_crds.py --check    exit 1 if deploy/crds/ differs (run by the unit tests)
+    python dev/gen_crds.py            write deploy/crds/ and the chart's crds/
+    python dev/gen_crds.py --check    exit 1 if either differs (run by the unit tests)
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from typing import Any
 import yaml
 
 GROUP = "metallb.io"
-OUT = Path(__file__).resolve().parent.parent / "deploy" / "crds"
+DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+OUTS = (DEPLOY / "crds", DEPLOY / "helm" / "ironlb" / "crds")
 
 Schema = dict[str, Any]
 
@@ -595,17 +597,19 @@ def main(argv: list[str]) -> int:
     files = render()
     if "--check" in argv:
         stale = [
-            n
-            for n, text in files.items()
-            if not (OUT / n).is_file() or (OUT / n).read_text() != text
+            out / name
+            for out in OUTS
+            for name, text in files.items()
+            if not (out / name).is_file() or (out / name).read_text() != text
         ]
-        extra = [p.name for p in OUT.glob(f"{GROUP}_*.yaml") if p.name not in files]
-        for name in stale + extra:
-            print(f"deploy/crds/{name} is out of date: run python dev/gen_crds.py")
-        return 1 if stale or extra else 0
-    OUT.mkdir(parents=True, exist_ok=True)
-    for name, text in files.items():
-        (OUT / name).write_text(text)
+        stale += [p for out in OUTS for p in out.glob(f"{GROUP}_*.yaml") if p.name not in files]
+        for path in stale:
+            print(f"{path.relative_to(DEPLOY.parent)} is out of date: run python dev/gen_crds.py")
+        return 1 if stale else 0
+    for out in OUTS:
+        out.mkdir(parents=True, exist_ok=True)
+        for name, text in files.items():
+            (out / name).write_text(text)
     return 0
 
 

@@ -40,8 +40,11 @@ def test_lab_up_shows_the_crds_through_the_printed_kubeconfig() -> None:
         assert crds.returncode == 0, crds.stderr
         assert "ipaddresspools.metallb.io" in crds.stdout
         assert "bgppeers.metallb.io" in crds.stdout
-        # The controller gave the demo Service an address from the example pool.
+        # The controller gave the demo Service an address from the example pool; the LAN client
+        # reached it by ARP, the remote client over BGP: both answered by a node's backend.
         assert state["demo"] == "198.18.0.240"
+        assert state["demo_from_client"] in {"node-1", "node-2", "node-3"}
+        assert state["demo_from_remote"] in {"node-1", "node-2", "node-3"}
         demo = ironlb("lab", "kubectl", "--name", name, "get", "svc", "demo", "--no-headers")
         assert "198.18.0.240" in demo.stdout
         nodes = ironlb("lab", "kubectl", "--name", name, "get", "nodes", "-o", "name")

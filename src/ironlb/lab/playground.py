@@ -17,10 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ironlb.lab import cluster as lab_cluster
-from ironlb.lab import components, netns, topology
+from ironlb.lab import components, netns, routers, topology
 
 EXAMPLE_CONFIG = lab_cluster.DEPLOY / "examples" / "lab-l2.yaml"
 DEMO_SERVICE = lab_cluster.DEPLOY / "examples" / "demo-service.yaml"
+BGP_CONFIG = lab_cluster.DEPLOY / "examples" / "lab-bgp.yaml"
+ROUTER_AS, NODE_AS = 64500, 64510
 NODE_COUNT = 3
 
 
@@ -81,10 +83,23 @@ def up(name: str = "lab") -> Handle:
         client = c.lab.add_client()
         router = c.lab.add_router()
         register_nodes(c, nodes)
+        for host in nodes.values():
+            components.start_backend(c, host)
         components.start_controller(c)
-        c.kubectl("apply", "--server-side", "-f", str(EXAMPLE_CONFIG))
-        c.kubectl("apply", "--server-side", "-f", str(DEMO_SERVICE))
+        for i in nodes:
+            components.start_speaker(c, i, wait=False)
+        frr = routers.Frr(router, h.workdir / "frr")
+        frr.start(
+            routers.RouterConfig(
+                ROUTER_AS, tuple(routers.Neighbor(host.ipv4, NODE_AS) for host in nodes.values())
+            )
+        )
+        for path in (EXAMPLE_CONFIG, BGP_CONFIG, DEMO_SERVICE):
+            c.kubectl("apply", "--server-side", "-f", str(path))
+        components.endpoints(c, "default", "demo", [f"node-{i}" for i in nodes])
         demo_ip = _wait_for_address(c, "default", "demo")
+        lan_answer = _wait_for_answer(client, demo_ip)
+        remote_answer = _wait_for_answer(c.lab.hosts["remote"], demo_ip)
     except BaseException:
         c.stop()
         raise
@@ -103,6 +118,8 @@ def up(name: str = "lab") -> Handle:
         "client": client.ns.name,
         "router": router.ns.name,
         "demo": demo_ip,
+        "demo_from_client": lan_answer,
+        "demo_from_remote": remote_answer,
     }
     h.state_file.write_text(json.dumps(state, indent=2))
     return h
@@ -116,6 +133,17 @@ def _wait_for_address(c: lab_cluster.Cluster, namespace: str, name: str) -> str:
             return ips[0]
         time.sleep(0.2)
     raise netns.LabError(f"Service {namespace}/{name} got no address within 30 s")
+
+
+def _wait_for_answer(host: topology.Host, ip: str, within: float = 30.0) -> str:
+    """The node that answers HTTP on `ip` from `host` (the backends answer with their name)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        body = host.ns.http_get(f"http://{ip}/", timeout=1.0)
+        if body:
+            return body.strip()
+        time.sleep(0.2)
+    raise netns.LabError(f"{ip} does not answer from {host.name} within {within:.0f} s")
 
 
 def down(name: str = "lab") -> bool:
@@ -193,9 +221,16 @@ def next_steps(h: Handle) -> str:
             f"ironlb lab {h.name!r} is up: kube-apiserver {state['server']} "
             f"(ready in {state['startup_seconds']} s), nodes node-1..node-{NODE_COUNT},"
             " a LAN client, a router and a remote client.",
-            f"The controller (on the control-plane host) gave the demo Service {state['demo']}:",
+            f"The controller gave the demo Service {state['demo']}; node-1..3 run a speaker each"
+            " and a backend that answers with its node's name. The LAN client reaches it by"
+            f" ARP (answered by {state['demo_from_client']}), the remote client behind the"
+            " router over BGP with ECMP (FRR, AS 64500, peers with every node):",
             "",
             "  ironlb lab kubectl get svc demo",
+            f"  ironlb lab shell client     # then: curl http://{state['demo']}/",
+            f"  ironlb lab shell remote     # then: curl http://{state['demo']}/",
+            "  ironlb lab shell router     # then: ip route; vtysh --vty_socket "
+            f"{h.workdir / 'frr'} -c 'show bgp summary'",
             "",
             "The lab lives in network namespaces (it never touches this host's network), so",
             "kubectl runs inside the lab's control-plane namespace:",
@@ -208,7 +243,6 @@ def next_steps(h: Handle) -> str:
             "",
             "  ironlb lab shell            # then: kubectl get crd",
             f"  (the admin kubeconfig is {state['kubeconfig']})",
-            "  ironlb lab shell client     # a host on the LAN (ping, arping, curl)",
             "",
             "ironlb lab status shows the hosts; ironlb lab down removes everything.",
         ]
