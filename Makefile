@@ -83,8 +83,10 @@ kube:
 crds: venv
 	$(BIN)/python dev/gen_crds.py
 
+BENCHES := $(filter-out bench/common.py,$(wildcard bench/*.py))
+
 bench-quick: deps
-	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b --quick | tail -n 1; done
+	@for b in $(BENCHES); do echo "== $$b"; $(BIN)/python $$b --quick | tail -n 1; done
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -19,21 +19,16 @@ import argparse
 import asyncio
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
+import common
 from ironlb.k8s import client as k8s
 from ironlb.lab import cluster as lab_cluster
-from ironlb.lab import components, netns
+from ironlb.lab import components
 
 POOLS = 20
 NS = "bench"
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def pool(i: int) -> k8s.Obj:
@@ -144,7 +139,8 @@ async def bench(c: lab_cluster.Cluster, count: int, probes: int) -> float:
                 f"({count / created_in:.0f}/s), all assigned after {bulk_done:.1f} s"
             )
             print(
-                f"  bulk create->ingress: p50 {pct(bulk, 0.5):.0f} ms, p99 {pct(bulk, 0.99):.0f} ms"
+                f"  bulk create->ingress: p50 {common.pct(bulk, 0.5):.0f} ms, "
+                f"p99 {common.pct(bulk, 0.99):.0f} ms"
             )
 
             single = []
@@ -156,7 +152,7 @@ async def bench(c: lab_cluster.Cluster, count: int, probes: int) -> float:
                 single.append((await asyncio.wait_for(watcher.wait(name), 30) - start) * 1000)
             print(
                 f"phase 2: {probes} Services created one by one while {count} exist: "
-                f"p50 {pct(single, 0.5):.1f} ms, p99 {pct(single, 0.99):.1f} ms, "
+                f"p50 {common.pct(single, 0.5):.1f} ms, p99 {common.pct(single, 0.99):.1f} ms, "
                 f"mean {statistics.mean(single):.1f} ms"
             )
             rss_before = rss_peak_mb(ctl)
@@ -182,7 +178,7 @@ async def bench(c: lab_cluster.Cluster, count: int, probes: int) -> float:
             )
             watch.cancel()
     ctl.stop()
-    return pct(single, 0.99)
+    return common.pct(single, 0.99)
 
 
 def main() -> int:
@@ -191,16 +187,11 @@ def main() -> int:
     parser.add_argument("--services", type=int, help="number of Services (overrides --quick)")
     args = parser.parse_args()
     count = args.services or (1000 if args.quick else 10_000)
-    with tempfile.TemporaryDirectory(prefix="ironlb-bench-") as tmp:
-        c = lab_cluster.Cluster.start(Path(tmp))
+    with common.cluster() as c:
         try:
-            with netns.entered(c.ctl.ns.name):
-                try:
-                    p99 = asyncio.run(bench(c, count, probes=100 if args.quick else 200))
-                except* asyncio.CancelledError:
-                    p99 = float("nan")
-        finally:
-            c.stop()
+            p99 = asyncio.run(bench(c, count, probes=100 if args.quick else 200))
+        except* asyncio.CancelledError:
+            p99 = float("nan")
     print(f"alloc_p99_ms: {p99:.1f} ms")
     return 0
 

@@ -20,25 +20,16 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import yaml
 
+import common  # first: it puts tests/ on the path, for support.traffic
 from ironlb.lab import cluster as lab_cluster
 from ironlb.lab import components, netns, topology
-
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests"))
-from support import traffic  # noqa: E402
+from support import traffic
 
 NODES = (1, 2, 3)
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 class Bench:
@@ -144,34 +135,28 @@ def main() -> int:
     args = parser.parse_args()
     kills = args.kills or (5 if args.quick else 20)
     graceful = 2 if args.quick else 5
-    with tempfile.TemporaryDirectory(prefix="ironlb-bench-") as tmp:
-        c = lab_cluster.Cluster.start(Path(tmp))
+    with common.cluster() as c:
+        bench = Bench(c)
         try:
-            with netns.entered(c.ctl.ns.name):
-                bench = Bench(c)
-                try:
-                    gaps = []
-                    for k in range(kills):
-                        gap, old, new = bench.kill_round()
-                        gaps.append(gap * 1000)
-                        print(f"kill {k + 1:2d}: {old} -> {new}: {gap * 1000:.0f} ms", flush=True)
-                    unanswered, reset, sent = 0, 0, 0
-                    for g in range(graceful):
-                        errors, total = bench.graceful_round()
-                        reset += errors.pop("reset", 0)
-                        unanswered += sum(errors.values())
-                        sent += total
-                        print(
-                            f"graceful {g + 1}: {total} requests, failures {errors or 'none'}",
-                            flush=True,
-                        )
-                finally:
-                    bench.close()
+            gaps = []
+            for k in range(kills):
+                gap, old, new = bench.kill_round()
+                gaps.append(gap * 1000)
+                print(f"kill {k + 1:2d}: {old} -> {new}: {gap * 1000:.0f} ms", flush=True)
+            unanswered, reset, sent = 0, 0, 0
+            for g in range(graceful):
+                errors, total = bench.graceful_round()
+                reset += errors.pop("reset", 0)
+                unanswered += sum(errors.values())
+                sent += total
+                print(
+                    f"graceful {g + 1}: {total} requests, failures {errors or 'none'}", flush=True
+                )
         finally:
-            c.stop()
+            bench.close()
     print(
         f"failover over {kills} kills: median {statistics.median(gaps):.0f} ms, "
-        f"p99 {pct(gaps, 0.99):.0f} ms, min {min(gaps):.0f} ms, max {max(gaps):.0f} ms"
+        f"p99 {common.pct(gaps, 0.99):.0f} ms, min {min(gaps):.0f} ms, max {max(gaps):.0f} ms"
     )
     print(
         f"graceful handovers: {graceful} (each also moves the address back when the speaker "

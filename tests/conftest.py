@@ -10,17 +10,29 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
 from ironlb.k8s import client as k8s
 from ironlb.lab import cluster as lab_cluster
-from ironlb.lab import netns
+from ironlb.lab import netns, topology
 
 
 def _require_root() -> None:
     if os.geteuid() != 0:
         pytest.fail("integration and e2e tests need root (network namespaces): run `make test`")
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[topology.Lab]:
+    """A LAN of this test's own (an empty switch): for tests that need no API server."""
+    _require_root()
+    lab = topology.Lab.create(tmp_path)
+    try:
+        yield lab
+    finally:
+        lab.destroy()
 
 
 @pytest.fixture(scope="session")

@@ -121,7 +121,7 @@ def controller(log_format: str, log_level: str, **values: Any) -> None:
 @_log_format
 @_log_level
 def speaker(log_format: str, log_level: str, **values: Any) -> None:
-    """Announce the addresses this node owns (ARP/NDP), with sub-second failover."""
+    """Announce the addresses this node owns: ARP/NDP with sub-second failover, and BGP."""
     _setup_logging(log_format, log_level)
     settings = _settings(speaker_settings.Settings, values)
     sys.exit(asyncio.run(speaker_main.run(settings)))

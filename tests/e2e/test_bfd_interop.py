@@ -18,7 +18,7 @@ import ipaddress
 import os
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -26,6 +26,7 @@ import pytest
 
 from ironlb.bgp import bfd, bfd_transport, families, fsm, rib, session, sockets, speaker
 from ironlb.lab import netns, routers, topology
+from support.poll import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -91,21 +92,6 @@ def in_namespace(host: topology.Host) -> sockets.SocketFactory:
             return socket.socket(family, kind)
 
     return make
-
-
-async def eventually(
-    probe: Callable[[], T], within: float, what: str, *, blocking: bool = False
-) -> T:
-    """Poll `probe` (in a thread if `blocking`) until it returns something truthy."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while True:
-        value = await asyncio.to_thread(probe) if blocking else probe()
-        if value:
-            return value
-        if loop.time() > deadline:
-            pytest.fail(f"{what}: not within {within:g} s (last seen: {value!r})")
-        await asyncio.sleep(0.01)
 
 
 @contextlib.contextmanager

@@ -23,6 +23,7 @@ import pytest
 
 from ironlb.bgp import attributes, families, fsm, rib, session, sockets, speaker
 from ironlb.lab import netns, routers, topology
+from support.poll import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -162,21 +163,6 @@ async def running(
             if len(group.exceptions) == 1:
                 raise group.exceptions[0] from None
             raise
-
-
-async def eventually(
-    probe: Callable[[], T], within: float, what: str, *, blocking: bool = False
-) -> T:
-    """Poll `probe` (in a thread if `blocking`) until it returns something truthy."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while True:
-        value = await asyncio.to_thread(probe) if blocking else probe()
-        if value:
-            return value
-        if loop.time() > deadline:
-            pytest.fail(f"{what}: not within {within:g} s (last seen: {value!r})")
-        await asyncio.sleep(0.05)
 
 
 async def all_established(nodes: Mapping[int, Node], within: float = 10.0) -> float:

@@ -11,19 +11,18 @@ gets those settings (and so plays the LAN's router for IPv6) in the test that ne
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 import subprocess
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
-from pathlib import Path
 
 import prometheus_client
 import pytest
 
 from ironlb.l2 import ethernet, frames, ndp, responder
 from ironlb.lab import netns, topology
+from support import poll
 
 pytestmark = pytest.mark.e2e
 
@@ -37,17 +36,6 @@ class Lan:
     stranger: topology.Host
     responder: responder.Responder
     conflicts: list[tuple[Address, ethernet.MacAddress]] = field(default_factory=list)
-
-
-@pytest.fixture
-def lab(tmp_path: Path) -> Iterator[topology.Lab]:
-    if os.geteuid() != 0:
-        pytest.fail("the lab needs root: run `make test`")
-    lab = topology.Lab.create(tmp_path)
-    try:
-        yield lab
-    finally:
-        lab.destroy()
 
 
 @pytest.fixture
@@ -90,12 +78,6 @@ async def resolve_by_kernel(host: topology.Host, address: Address) -> str | None
     """Make `host`'s kernel resolve `address` (a ping nobody answers), then read its entry."""
     await asyncio.to_thread(host.ns.ping, str(address), timeout=1)
     return host.ns.neighbours(host.dev).get(str(address), (None, ""))[0]
-
-
-async def eventually(condition: Callable[[], bool], within: float = 2.0) -> None:
-    async with asyncio.timeout(within):
-        while not condition():  # noqa: ASYNC110 (state outside the loop: kernel tables, views)
-            await asyncio.sleep(0.01)
 
 
 def send_raw(host: topology.Host, *raw_frames: bytes) -> None:
@@ -185,7 +167,7 @@ async def test_gratuitous_announcements_update_and_create_neighbour_entries(lan:
         )
         lan.responder.announce(address)
         lan.responder.send_gratuitous(address)
-    await eventually(
+    await poll.eventually(
         lambda: all(client.ns.neighbours(client.dev)[str(a)][0] == new_mac for a in (v4, v6))
     )
     assert sample("metallb_layer2_gratuitous_sent", ip=str(v4)) == sent_v4 + 2  # request, reply
@@ -199,7 +181,7 @@ async def test_gratuitous_announcements_update_and_create_neighbour_entries(lan:
     for address in fresh:
         lan.responder.announce(address)
         lan.responder.send_gratuitous(address)
-    await eventually(
+    await poll.eventually(
         lambda: all(
             client.ns.neighbours(client.dev).get(str(a), (None, ""))[0] == new_mac for a in fresh
         )
@@ -243,7 +225,7 @@ async def test_another_host_claiming_an_announced_address_is_a_conflict(lan: Lan
         await asyncio.to_thread(stranger.ns.run, *argv, check=False)
     send_raw(stranger, frames.unsolicited_neighbor_advertisement(stranger_mac, v6))
 
-    await eventually(lambda: len(lan.conflicts) >= 3)
+    await poll.eventually(lambda: len(lan.conflicts) >= 3)
     assert lan.conflicts == [(v4, stranger_mac), (v4, stranger_mac), (v6, stranger_mac)]
     assert sample("ironlb_layer2_conflicts_total") == conflicts + 3
 
@@ -268,7 +250,7 @@ async def test_malformed_frames_are_counted_dropped_and_answering_goes_on(lan: L
         for reason in malformed
     }
     send_raw(lan.client, *malformed.values())
-    await eventually(
+    await poll.eventually(
         lambda: all(
             sample("ironlb_layer2_malformed_frames_total", reason=reason) == before[reason] + 1
             for reason in malformed

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from ipaddress import ip_address
-from pathlib import Path
 
 import pytest
 
 from ironlb.core import election
 from ironlb.lab import netns, topology
 from ironlb.membership import model, states, transport, wire
+from support import poll
 
 pytestmark = pytest.mark.e2e
 
@@ -34,17 +33,6 @@ class Speaker:
 
     def saw(self, kind: type[model.Event], about: election.NodeName) -> bool:
         return any(isinstance(e, kind) and e.member.name == about for e in self.events)
-
-
-@pytest.fixture
-def lab(tmp_path: Path) -> Iterator[topology.Lab]:
-    if os.geteuid() != 0:
-        pytest.fail("the lab needs root: run `make test`")
-    lab = topology.Lab.create(tmp_path)
-    try:
-        yield lab
-    finally:
-        lab.destroy()
 
 
 def node_name(index: int) -> election.NodeName:
@@ -77,11 +65,9 @@ async def cluster(
 
 
 async def eventually(condition: Callable[[], bool], within: float) -> float:
-    """Seconds until `condition` held; fails after `within`."""
+    """Seconds until `condition` held (polled every 5 ms); fails after `within`."""
     start = time.monotonic()
-    async with asyncio.timeout(within):
-        while not condition():  # noqa: ASYNC110 (state outside the loop: kernel tables, views)
-            await asyncio.sleep(0.005)
+    await poll.eventually(condition, within, interval=0.005)
     return time.monotonic() - start
 
 

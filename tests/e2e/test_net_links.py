@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import os
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface
-from pathlib import Path
 
 import pytest
 
@@ -16,17 +14,6 @@ from ironlb.lab import netns, topology
 from ironlb.net import links
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def lab(tmp_path: Path) -> Iterator[topology.Lab]:
-    if os.geteuid() != 0:
-        pytest.fail("the lab needs root: run `make test`")
-    lab = topology.Lab.create(tmp_path)
-    try:
-        yield lab
-    finally:
-        lab.destroy()
 
 
 @pytest.fixture

@@ -150,8 +150,12 @@ def _pool_index(cfg: config.Config) -> addresses.RangeIndex[config.PoolName]:
 
 
 def _selects(
-    adv: config.L2Advertisement, pool: config.IPAddressPool, service: model.Service
+    adv: config.L2Advertisement | config.BGPAdvertisement,
+    pool: config.IPAddressPool,
+    service: model.Service,
 ) -> bool:
+    """Whether an advertisement covers this pool (by name or label; none named: all) and this
+    Service (serviceSelectors)."""
     spec = adv.spec
     if spec.ip_address_pools or spec.ip_address_pool_selectors:
         by_name = pool.name in spec.ip_address_pools
@@ -300,23 +304,6 @@ def _communities(
     return frozenset(out)
 
 
-def _bgp_selects(
-    adv: config.BGPAdvertisement,
-    pool: config.IPAddressPool,
-    service: model.Service,
-    node: model.Node,
-) -> bool:
-    spec = adv.spec
-    if spec.ip_address_pools or spec.ip_address_pool_selectors:
-        by_name = pool.name in spec.ip_address_pools
-        by_label = any(s.matches(pool.metadata.labels) for s in spec.ip_address_pool_selectors)
-        if not (by_name or by_label):
-            return False
-    return selectors.any_matches(
-        spec.service_selectors, service.metadata.labels
-    ) and selectors.any_matches(spec.node_selectors, node.metadata.labels)
-
-
 def bgp(view: View, node_name: str, *, pod_cidrs: bool = False) -> BgpPlan:
     """What this node advertises to which of its peers."""
     node = view.nodes.get(node_name)
@@ -362,7 +349,10 @@ def bgp(view: View, node_name: str, *, pod_cidrs: bool = False) -> BgpPlan:
                 continue
             pool = cfg.pools[pool_name]
             for adv in advertisements:
-                if not _bgp_selects(adv, pool, service, node):
+                if not (
+                    _selects(adv, pool, service)
+                    and selectors.any_matches(adv.spec.node_selectors, node.metadata.labels)
+                ):
                     continue
                 length = (
                     adv.spec.aggregation_length

@@ -38,7 +38,7 @@ ADMIN_USER = "ironlb-lab-admin"
 
 
 def binaries(build: bool = True) -> Path:
-    """Directory holding kube-apiserver, kubectl and etcd (IRONLB_KUBE_BIN_DIR overrides)."""
+    """Directory holding kube-apiserver, kubectl, etcd and helm (IRONLB_KUBE_BIN_DIR overrides)."""
     override = os.environ.get("IRONLB_KUBE_BIN_DIR")
     if override:
         return Path(override)
