@@ -17,6 +17,7 @@ import pytest
 from ironlb.k8s import client as k8s
 from ironlb.lab import cluster as lab_cluster
 from ironlb.lab import netns, topology
+from support import kube
 
 
 def _require_root() -> None:
@@ -53,8 +54,13 @@ async def admin(cluster: lab_cluster.Cluster) -> AsyncIterator[k8s.Client]:
 
 
 @pytest.fixture
-async def namespace(admin: k8s.Client) -> str:
-    """A fresh Kubernetes namespace for one test (never finalised: the lab has no KCM)."""
+async def namespace(admin: k8s.Client, request: pytest.FixtureRequest) -> str:
+    """A fresh Kubernetes namespace for one test (never finalised: the lab has no KCM),
+    labelled with the test module's name so that a module's pools can serve only its own
+    Services (serviceAllocation.namespaceSelectors on kube.MODULE_LABEL)."""
     name = f"t-{uuid.uuid4().hex[:10]}"
-    await admin.create(k8s.NAMESPACES, {"metadata": {"name": name}})
+    module = request.module.__name__.rsplit(".", 1)[-1]
+    await admin.create(
+        k8s.NAMESPACES, {"metadata": {"name": name, "labels": {kube.MODULE_LABEL: module}}}
+    )
     return name

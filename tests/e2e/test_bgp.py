@@ -23,7 +23,7 @@ pytestmark = pytest.mark.e2e
 NODES = (1, 2, 3)
 ROUTER_AS, NODE_AS = 64500, 64510
 V4, V6 = families.Family.IPV4_UNICAST, families.Family.IPV6_UNICAST
-POOL = kube.pool("routed", *topology.BGP_POOL)
+POOL = kube.pool("routed", *topology.BGP_POOL, module="test_bgp")
 
 
 def peer(name: str, address: str, my_asn: int, peer_asn: int, **spec: Any) -> k8s.Obj:

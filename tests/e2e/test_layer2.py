@@ -24,10 +24,10 @@ pytestmark = pytest.mark.e2e
 
 NODES = (1, 2, 3)
 CONFIG = [
-    kube.pool("l2", "198.18.0.192/27", "2001:db8::c0/123"),
-    kube.pool("l2-selected", "198.18.0.224/30"),
-    kube.pool("l2-iface", "198.18.0.228/31"),
-    kube.pool("l2-squat", "198.18.0.230/32"),
+    kube.pool("l2", "198.18.0.192/27", "2001:db8::c0/123", module="test_layer2"),
+    kube.pool("l2-selected", "198.18.0.224/30", module="test_layer2"),
+    kube.pool("l2-iface", "198.18.0.228/31", module="test_layer2"),
+    kube.pool("l2-squat", "198.18.0.230/32", module="test_layer2"),
     {
         "apiVersion": "metallb.io/v1beta1",
         "kind": "L2Advertisement",

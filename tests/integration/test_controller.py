@@ -170,8 +170,16 @@ async def test_pool_edited_to_exclude_an_address_reallocates_with_events(
         lambda: kube.reasons(admin, namespace, "moved", "ClearAssignment")
     )
     assert "198.51.100.48" in cleared[0]
-    allocated = await kube.reasons(admin, namespace, "moved", "IPAllocated")
-    assert allocated == ['Assigned IP ["198.51.100.48"]', 'Assigned IP ["198.51.100.50"]']
+
+    # Events are written in the background: wait for both.
+    async def allocated() -> list[str] | None:
+        notes = await kube.reasons(admin, namespace, "moved", "IPAllocated")
+        return notes if len(notes) >= 2 else None
+
+    assert await kube.eventually(allocated) == [
+        'Assigned IP ["198.51.100.48"]',
+        'Assigned IP ["198.51.100.50"]',
+    ]
 
 
 async def test_other_classes_are_left_alone_and_type_change_clears_status(

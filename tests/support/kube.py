@@ -35,10 +35,21 @@ def service(
     }
 
 
-def pool(name: str, *addresses: str, namespaces: tuple[str, ...] = (), **spec: Any) -> k8s.Obj:
+MODULE_LABEL = "ironlb.io/test-module"  # set on every test namespace (tests/conftest.py)
+
+
+def pool(
+    name: str, *addresses: str, namespaces: tuple[str, ...] = (), module: str = "", **spec: Any
+) -> k8s.Obj:
+    """An IPAddressPool; `namespaces` or `module` (the test module whose namespaces it serves)
+    keep other tests' Services out of it."""
     body: dict[str, Any] = {"addresses": list(addresses), **spec}
     if namespaces:
         body["serviceAllocation"] = {"namespaces": list(namespaces)}
+    elif module:
+        body["serviceAllocation"] = {
+            "namespaceSelectors": [{"matchLabels": {MODULE_LABEL: module}}]
+        }
     return {
         "apiVersion": "metallb.io/v1beta1",
         "kind": "IPAddressPool",

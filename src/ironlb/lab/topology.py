@@ -9,7 +9,7 @@
 Address plan (only documentation/benchmarking ranges, never anything routable):
 
     LAN                198.18.0.0/24     2001:db8::/64      router .1, ctl .2, node-i .10+i,
-                                                             client .100, stranger .200
+                                                             client .100, stranger .50
     L2 service range   198.18.0.192/26   2001:db8::c0/122   (on the LAN: answered by ARP/NDP;
                                                              the example pool is the .240/28)
     remote LAN         198.18.1.0/24     2001:db8:1::/64    router .1, remote .100
@@ -39,7 +39,7 @@ ALLOWED = tuple(
     for n in ("198.18.0.0/15", "192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32")
 )
 
-HOST_ROUTER, HOST_CTL, HOST_CLIENT, HOST_STRANGER = 1, 2, 100, 200
+HOST_ROUTER, HOST_CTL, HOST_CLIENT, HOST_STRANGER = 1, 2, 100, 50
 
 
 def lan_addresses(host: int) -> tuple[str, str]:
