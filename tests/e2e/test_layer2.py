@@ -386,7 +386,9 @@ async def test_a_speaker_with_the_wrong_key_cannot_join(
         await asyncio.sleep(2.0)  # long enough for node-4 to have settled and been rejected
         assert l2lab.arp_owner_becomes(ip, winner(ip)) == winner(ip)
         assert intruder.metric("ironlb_membership_isolated_bool") == 1
-        drops = l2lab.speakers[1].metric("ironlb_membership_dropped_packets", 'reason="bad_mac"')
+        drops = l2lab.speakers[1].metric(
+            "ironlb_membership_dropped_packets_total", 'reason="bad_mac"'
+        )
         assert drops is not None
         assert drops > 0
         assert "announcing" not in intruder.log_text().replace("announcing nothing", "")

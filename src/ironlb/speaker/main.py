@@ -24,10 +24,10 @@ import ipaddress
 import logging
 import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import REGISTRY, Counter, Gauge, metrics_core
 
 from ironlb.core import addresses, announce, config, election, interfaces, model
 from ironlb.k8s import client as k8s
@@ -45,10 +45,37 @@ SETTLE = 1.0
 """Seconds to wait for peers to answer before announcing after start or carrier return."""
 SECRET_WAIT = 5.0
 """Seconds to wait for the membership Secret before falling back to Node readiness."""
-MEMBERS = Gauge("ironlb_membership_members", "Speakers known to this one, by state", ["state"])
-DROPPED = Gauge(
-    "ironlb_membership_dropped_packets", "Membership packets dropped, by reason", ["reason"]
-)
+
+
+class _MembershipMetrics:
+    """Membership figures read when scraped, so they are never stale between plans."""
+
+    def __init__(self) -> None:
+        self.members: transport.Transport | None = None
+
+    def collect(self) -> Iterator[metrics_core.Metric]:
+        states_family = metrics_core.GaugeMetricFamily(
+            "ironlb_membership_members", "Speakers known to this one, by state", labels=["state"]
+        )
+        dropped = metrics_core.CounterMetricFamily(
+            "ironlb_membership_dropped_packets",
+            "Membership packets dropped, by reason",
+            labels=["reason"],
+        )
+        if self.members is not None:
+            counts = {s.name.lower(): 0 for s in states.MemberState}
+            for m in self.members.members.values():
+                counts[m.state.name.lower()] += 1
+            for state, n in counts.items():
+                states_family.add_metric([state], n)
+            for reason, n in self.members.dropped.items():
+                dropped.add_metric([str(reason)], n)
+        yield states_family
+        yield dropped
+
+
+MEMBERSHIP = _MembershipMetrics()
+REGISTRY.register(MEMBERSHIP)
 ISOLATED = Gauge(
     "ironlb_membership_isolated_bool",
     "1 while peers' packets fail authentication and none is verified: this speaker"
@@ -248,17 +275,6 @@ class Speaker:
             m.state in pending for n, m in self.members.members.items() if n != self.node
         )
 
-    def _publish_counts(self) -> None:
-        if self.members is None:
-            return
-        counts: dict[str, int] = {s.name.lower(): 0 for s in states.MemberState}
-        for m in self.members.members.values():
-            counts[m.state.name.lower()] += 1
-        for state, n in counts.items():
-            MEMBERS.labels(state).set(n)
-        for reason, n in self.members.dropped.items():
-            DROPPED.labels(str(reason)).set(n)
-
     def _check_isolation(self, live: Mapping[election.NodeName, announce.Health]) -> bool:
         """True when this speaker hears peers it cannot verify and verifies none: a wrong
         membership key. Announcing then would fight every other node for every address."""
@@ -319,7 +335,6 @@ class Speaker:
             ignore_exclude_lb=self.settings.ignore_exclude_lb,
         )
         plan = announce.layer2(view)
-        self._publish_counts()
         if self.draining:
             return  # hand_over() decides when to stop answering
         settled = self.settled_at is not None and (
@@ -458,7 +473,7 @@ async def run(settings: settings_.Settings) -> int:
                     )
                     await members.__aenter__()
                 try:
-                    speaker.members = members
+                    speaker.members = MEMBERSHIP.members = members
                     if members is not None:
                         members.set_peers(speaker._peers())
                     async with asyncio.TaskGroup() as inner:
