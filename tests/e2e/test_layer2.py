@@ -49,6 +49,13 @@ CONFIG = [
         "metadata": {"name": "l2-iface", "namespace": kube.CONFIG_NS},
         "spec": {"ipAddressPools": ["l2-iface"], "interfaces": ["eth9"]},
     },
+    kube.pool("l2-refresh", "198.18.0.232/32", module="test_layer2"),
+    {
+        "apiVersion": "metallb.io/v1beta1",
+        "kind": "L2Advertisement",
+        "metadata": {"name": "l2-refresh", "namespace": kube.CONFIG_NS},
+        "spec": {"ipAddressPools": ["l2-refresh"], "gratuitousRefreshInterval": "1s"},
+    },
 ]
 
 
@@ -396,3 +403,47 @@ async def test_a_speaker_with_the_wrong_key_cannot_join(
         intruder.kill()
         cluster.lab.remove("node-4")
         cluster.kubectl("delete", "node", "node-4", "--ignore-not-found")
+
+
+async def test_an_owner_whose_nic_loses_carrier_gives_the_address_up_and_settles_back(
+    l2lab: L2Lab, admin: k8s.Client, namespace: str
+) -> None:
+    (ip,) = await lb_service(admin, l2lab, namespace, "carrier")
+    owner = winner(ip)
+    assert l2lab.arp_owner_becomes(ip, owner) == owner
+    index = int(owner[-1])
+    # The switch port goes down: the node's eth0 loses carrier; its speaker keeps running.
+    port = f"n{index}"
+    l2lab.cluster.lab.switch.ip("link", "set", port, "down")
+    try:
+        new = winner(ip, _others(owner))
+        assert l2lab.arp_owner_becomes(ip, new) == new
+        log = l2lab.speakers[index].log_text()
+        assert f"{ip}: no usable interface left" in log
+        assert l2lab.speakers[index].alive
+    finally:
+        l2lab.cluster.lab.switch.ip("link", "set", port, "up")
+    # Carrier back: the node meets its peers again and takes its address back, alone.
+    assert l2lab.arp_owner_becomes(ip, owner, within=10) == owner
+    await asyncio.sleep(1.0)
+    macs = {l2lab.client.ns.arping(ip, "eth0", count=1, timeout=0.5) for _ in range(5)}
+    assert macs == {l2lab.hosts[index].mac}
+
+
+async def test_gratuitous_announcements_are_refreshed_when_asked(
+    l2lab: L2Lab, admin: k8s.Client, namespace: str
+) -> None:
+    refresh = {"metallb.io/address-pool": "l2-refresh"}
+    (ip,) = await lb_service(admin, l2lab, namespace, "refreshed", annotations=refresh)
+    owner = winner(ip)
+    assert l2lab.arp_owner_becomes(ip, owner) == owner
+    speaker = l2lab.speakers[int(owner[-1])]
+
+    def sent() -> float:
+        return speaker.metric("metallb_layer2_gratuitous_sent", f'ip="{ip}"') or 0.0
+
+    # The takeover burst is every 1.1 s for 5 s; after it, the 1 s refresh keeps them coming.
+    await asyncio.sleep(6.0)
+    after_burst = sent()
+    await asyncio.sleep(2.5)
+    assert sent() >= after_burst + 2 * 2  # a request and a reply each second

@@ -14,6 +14,7 @@ import yaml
 from ironlb.core import config
 
 SEEDS = Path(__file__).resolve().parents[2].parent / "shared" / "seeds"
+COPY = Path(__file__).resolve().parents[1] / "data" / "seed-manifests.yaml"
 
 _ANCHOR = re.compile(r"^(?P<indent>\s*)apiVersion:\s*metallb\.io/")
 _KEY = re.compile(r"^[A-Za-z_][\w.-]*:(\s|$)")
@@ -59,8 +60,17 @@ def _is_document_line(line: str, indent: int, *, top_only: bool) -> bool:
 
 
 def seed_documents() -> list[tuple[str, dict[str, Any]]]:
+    """(origin, document) of every manifest: from the seeds if present, else from COPY."""
     if not SEEDS.is_dir():
-        return []
+        return copied_documents()
+    return from_seeds()
+
+
+def copied_documents() -> list[tuple[str, dict[str, Any]]]:
+    return [(entry["source"], entry["manifest"]) for entry in yaml.safe_load(COPY.read_text())]
+
+
+def from_seeds() -> list[tuple[str, dict[str, Any]]]:
     return [
         (f"{path.name}#{n}", document)
         for path in sorted(SEEDS.glob("*.txt"))

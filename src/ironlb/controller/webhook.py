@@ -43,8 +43,9 @@ class Certificates:
     def __init__(self, client: k8s.Client, settings: settings_.Settings) -> None:
         self._client = client
         self._settings = settings
-        self._dir = Path(tempfile.mkdtemp(prefix="ironlb-webhook-"))
-        self._dir.chmod(0o700)
+        # Private to this process (mode 0700), removed with the object or at exit.
+        self._tmp = tempfile.TemporaryDirectory(prefix="ironlb-webhook-")
+        self._dir = Path(self._tmp.name)
         self._loaded: bytes | None = None
         self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
 
