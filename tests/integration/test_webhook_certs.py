@@ -42,6 +42,21 @@ async def test_certificate_is_created_published_kept_and_rotated_by_the_leader(
         webhook_configuration=config_name,
     )
     certs = webhook.Certificates(admin, settings)
+    try:
+        await _create_keep_rotate(admin, certs, settings, namespace, config_name)
+    finally:
+        certs.close()
+    await admin.delete(k8s.VALIDATING_WEBHOOKS, config_name)
+
+
+async def _create_keep_rotate(
+    admin: k8s.Client,
+    certs: webhook.Certificates,
+    settings: controller_settings.Settings,
+    namespace: str,
+    config_name: str,
+) -> None:
+    """The steps of the test above, with `certs` closed by it whatever happens."""
 
     async def current() -> tuple[k8s.Obj, bytes]:
         secret = await admin.get(k8s.SECRETS, "cert", namespace)
@@ -56,7 +71,11 @@ async def test_certificate_is_created_published_kept_and_rotated_by_the_leader(
     assert len(pki.load_certs(bundle)) == 1
 
     # Another replica, or a restart: the valid certificate is kept.
-    await webhook.Certificates(admin, settings).ensure(may_rotate=True)
+    other = webhook.Certificates(admin, settings)
+    try:
+        await other.ensure(may_rotate=True)
+    finally:
+        other.close()
     assert (await current())[0]["data"] == secret["data"]
 
     # Ten days from expiry: a non-leader leaves it alone, the leader rotates it.
@@ -77,4 +96,3 @@ async def test_certificate_is_created_published_kept_and_rotated_by_the_leader(
     # The API server trusts both CAs while replicas still serve the old certificate.
     subjects = {c.subject.rfc4514_string() for c in pki.load_certs(bundle)}
     assert subjects == {"CN=old-ca", "CN=ironlb-webhook-ca"}
-    await admin.delete(k8s.VALIDATING_WEBHOOKS, config_name)

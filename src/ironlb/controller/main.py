@@ -103,16 +103,19 @@ async def run(settings: settings_.Settings) -> int:
                     log.warning("webhook certificate not ready (%s); retrying in %.1fs", e, delay)
                     await asyncio.sleep(delay)
             handler = webhook.Admission(allocations.config.objects, settings).handle
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(certs.keep_current(election.leading.is_set))
-                tg.create_task(
-                    serving.Server(
-                        settings.listen_address,
-                        settings.webhook_port,
-                        {"/validate": handler},
-                        tls=certs.context,
-                    ).serve()
-                )
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(certs.keep_current(election.leading.is_set))
+                    tg.create_task(
+                        serving.Server(
+                            settings.listen_address,
+                            settings.webhook_port,
+                            {"/validate": handler},
+                            tls=certs.context,
+                        ).serve()
+                    )
+            finally:
+                certs.close()
 
         async def shutdown() -> None:
             await stop.wait()

@@ -49,6 +49,10 @@ class Certificates:
         self._loaded: bytes | None = None
         self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
 
+    def close(self) -> None:
+        """Remove the key material from disk."""
+        self._tmp.cleanup()
+
     @property
     def dns_name(self) -> str:
         return f"{self._settings.webhook_service}.{self._settings.namespace}.svc"
