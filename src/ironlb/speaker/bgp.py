@@ -19,17 +19,25 @@ import asyncio
 import base64
 import ipaddress
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from ironlb.bgp import attributes, bfd, bfd_transport, families, fsm, rib, session, speaker
 from ironlb.core import announce, config, model
-from ironlb.k8s import client as k8s
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CONNECT_TIME = 10.0
 """Seconds a connection attempt may take when the BGPPeer sets no connectTime."""
+
+
+class _SecretLike(Protocol):
+    @property
+    def type(self) -> str: ...
+
+    @property
+    def data(self) -> Mapping[str, str]: ...
 
 
 class PeerError(Exception):
@@ -79,8 +87,11 @@ def bfd_profile(profile: config.BFDProfile) -> bfd.Profile:
 
 
 class Bgp:
-    def __init__(self, client: k8s.Client, node: str, namespace: str) -> None:
-        self._client = client
+    def __init__(
+        self, node: str, namespace: str, secret: Callable[[str], _SecretLike | None]
+    ) -> None:
+        """`secret(name)`: a Secret of `namespace` from the speaker's cache."""
+        self._secret = secret
         self._node = node
         self._namespace = namespace
         self._running: dict[str, _Running] = {}
@@ -114,20 +125,23 @@ class Bgp:
 
     # --- configuration -> sessions ------------------------------------------------------------
 
-    async def _password(self, peer: config.BGPPeer) -> str:
+    def _password(self, peer: config.BGPPeer) -> str:
         spec = peer.spec
         if spec.password_secret is None:
             return str(spec.password)
         ref = spec.password_secret
-        namespace = ref.namespace or self._namespace
-        try:
-            secret = await self._client.get(k8s.SECRETS, ref.name, namespace)
-        except k8s.ApiError as e:
-            raise PeerError(f"passwordSecret {namespace}/{ref.name}: {e.message}") from e
-        value = (secret.get("data") or {}).get("password")
-        if secret.get("type") != "kubernetes.io/basic-auth" or not value:
+        if ref.namespace and ref.namespace != self._namespace:
             raise PeerError(
-                f"passwordSecret {namespace}/{ref.name} must be of type "
+                f"passwordSecret {ref.namespace}/{ref.name}: the Secret must be in "
+                f"{self._namespace}, with the configuration"
+            )
+        secret = self._secret(ref.name)
+        if secret is None:
+            raise PeerError(f"passwordSecret {self._namespace}/{ref.name} does not exist")
+        value = secret.data.get("password")
+        if secret.type != "kubernetes.io/basic-auth" or not value:
+            raise PeerError(
+                f"passwordSecret {self._namespace}/{ref.name} must be of type "
                 "kubernetes.io/basic-auth with a 'password' key"
             )
         return base64.b64decode(value).decode()
@@ -198,7 +212,7 @@ class Bgp:
             address=address,
             port=spec.peer_port,
             source_address=source,
-            password=await self._password(peer),
+            password=self._password(peer),
             ebgp_multihop=spec.ebgp_multi_hop,
         ), profile
 

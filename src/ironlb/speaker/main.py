@@ -25,6 +25,7 @@ import logging
 import signal
 import time
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import REGISTRY, Counter, Gauge, metrics_core
@@ -86,8 +87,21 @@ KEY_MISMATCH_WINDOW = 5.0
 """Seconds a packet failing authentication counts as evidence of a key mismatch."""
 
 
-def parse_keys(raw: k8s.Obj) -> tuple[bytes, ...]:
-    value = (raw.get("data") or {}).get("secretkey")
+@dataclass(frozen=True, slots=True)
+class SecretData:
+    """A Secret of the configuration namespace, as the speaker needs it."""
+
+    type: str
+    data: Mapping[str, str]
+    """Key -> base64 value, as the API serves it."""
+
+
+def parse_secret(raw: k8s.Obj) -> SecretData:
+    return SecretData(str(raw.get("type", "")), dict(raw.get("data") or {}))
+
+
+def parse_keys(secret: SecretData) -> tuple[bytes, ...]:
+    value = secret.data.get("secretkey")
     if not value:
         raise ValueError("Secret has no 'secretkey'")
     keys = tuple(
@@ -142,13 +156,10 @@ class Speaker:
         bgp_statuses = reflector.Reflector(
             client, k8s.SERVICE_BGP_STATUSES, status.parse_bgp, namespace=ns, on_change=mark
         )
-        self.secret = reflector.Reflector(
-            client,
-            k8s.SECRETS,
-            parse_keys,
-            namespace=ns,
-            field_selector=f"metadata.name={settings.membership_secret}",
-            on_change=self._keys_changed,
+        # Every Secret of the namespace (the membership key, BGP passwords), from a cache: an
+        # unreachable API server must never hold up announcing.
+        self.secrets = reflector.Reflector(
+            client, k8s.SECRETS, parse_secret, namespace=ns, on_change=self._secret_changed
         )
         self.l2_status = status.Statuses(
             client,
@@ -162,7 +173,7 @@ class Speaker:
         self.bgp_status = status.Statuses(
             client, self.node, ns, bgp_statuses, resource=k8s.SERVICE_BGP_STATUSES, prefix="bgp"
         )
-        self.bgp = bgp.Bgp(client, self.node, ns)
+        self.bgp = bgp.Bgp(self.node, ns, self.secret)
         self.layer2 = layer2.Layer2(
             self.node,
             settings,
@@ -201,7 +212,7 @@ class Speaker:
             *self.config.reflectors,
             self.l2_status.cache,
             self.bgp_status.cache,
-            self.secret,
+            self.secrets,
         ]
 
     def _service(self, key: model.ServiceKey) -> model.Service | None:
@@ -234,8 +245,22 @@ class Speaker:
             self.members.set_peers(self._peers())
         self.dirty.set()
 
-    def _keys_changed(self, key: str) -> None:
-        keys = self.secret.items.get(key)
+    def secret(self, name: str) -> SecretData | None:
+        return self.secrets.items.get(f"{self.settings.namespace}/{name}")
+
+    def membership_keys(self) -> tuple[bytes, ...] | None:
+        """The membership keys, or None (with the reason logged by the caller) if unusable."""
+        found = self.secret(self.settings.membership_secret)
+        try:
+            return parse_keys(found) if found is not None else None
+        except ValueError:
+            return None
+
+    def _secret_changed(self, key: str) -> None:
+        self.dirty.set()  # a BGP password may have changed
+        if key != f"{self.settings.namespace}/{self.settings.membership_secret}":
+            return
+        keys = self.membership_keys()
         if self.members is not None and keys:
             self.members.set_keys(keys)
         elif self.membership_fallback and keys:
@@ -412,16 +437,15 @@ class Speaker:
 async def _wait_for_keys(speaker: Speaker) -> tuple[bytes, ...] | None:
     deadline = time.monotonic() + SECRET_WAIT
     while time.monotonic() < deadline:
-        for keys in speaker.secret.items.values():
+        keys = speaker.membership_keys()
+        if keys:
             return keys
         await asyncio.sleep(0.1)
-    problem = next(iter(speaker.secret.invalid.values()), "not found")
     log.warning(
-        "membership Secret %s/%s unusable (%s): falling back to Node readiness, which "
-        "detects dead nodes in tens of seconds instead of under one",
+        "membership Secret %s/%s missing or without a 'secretkey': falling back to Node "
+        "readiness, which detects dead nodes in tens of seconds instead of under one",
         speaker.settings.namespace,
         speaker.settings.membership_secret,
-        problem,
     )
     return None
 
