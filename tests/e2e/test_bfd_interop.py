@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import ipaddress
 import os
-import socket
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ from typing import TypeVar
 
 import pytest
 
-from ironlb.bgp import bfd, bfd_transport, families, fsm, rib, session, sockets, speaker
+from ironlb.bgp import bfd, bfd_transport, families, fsm, rib, session, speaker
 from ironlb.lab import netns, routers, topology
 from support.poll import eventually
 
@@ -86,14 +85,6 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         lab.destroy()
 
 
-def in_namespace(host: topology.Host) -> sockets.SocketFactory:
-    def make(family: int, kind: int) -> socket.socket:
-        with netns.entered(host.name):
-            return socket.socket(family, kind)
-
-    return make
-
-
 @contextlib.contextmanager
 def silenced(host: topology.Host) -> Iterator[None]:
     """Drop every packet to and from `host`'s LAN interface, its link staying up."""
@@ -118,7 +109,7 @@ async def running(
     async with contextlib.AsyncExitStack() as stack:
         nodes: dict[int, Node] = {}
         for index, host in env.nodes.items():
-            factory = in_namespace(host)
+            factory = netns.socket_factory(host.name)
             local = ipaddress.ip_address(address(host, family))
             transport = await stack.enter_async_context(
                 bfd_transport.Transport(socket_factory=factory)

@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import ipaddress
 import os
-import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from typing import TypeVar
 
 import pytest
 
-from ironlb.bgp import attributes, families, fsm, rib, session, sockets, speaker
+from ironlb.bgp import attributes, families, fsm, rib, session, speaker
 from ironlb.lab import netns, routers, topology
 from support.poll import eventually
 
@@ -70,14 +69,6 @@ def env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
             yield Env(lab, router, nodes)
     finally:
         lab.destroy()
-
-
-def in_namespace(host: topology.Host) -> sockets.SocketFactory:
-    def make(family: int, kind: int) -> socket.socket:
-        with netns.entered(host.name):
-            return socket.socket(family, kind)
-
-    return make
 
 
 def node_asn(index: int, *, ibgp: bool) -> int:
@@ -130,7 +121,7 @@ async def running(
         nodes: dict[int, Node] = {}
         for index, node_configs in configs.items():
             host = env.nodes[index]
-            factory = in_namespace(host)
+            factory = netns.socket_factory(host.name)
             addresses = [ipaddress.ip_address(host.ipv4), ipaddress.ip_address(host.ipv6)]
             listener = await stack.enter_async_context(
                 speaker.Listener(addresses, socket_factory=factory)

@@ -20,9 +20,10 @@ import os
 import re
 import secrets
 import signal
+import socket
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -288,6 +289,17 @@ def _setns(fd: int) -> None:
     if _libc.setns(fd, _CLONE_NEWNET) != 0:
         err = ctypes.get_errno()
         raise LabError(f"setns: {os.strerror(err)}")
+
+
+def socket_factory(name: str) -> Callable[[int, int], socket.socket]:
+    """`socket.socket(family, kind)`, made inside namespace `name` (for shells that take a
+    socket factory, such as the BGP speaker's, run from a test)."""
+
+    def make(family: int, kind: int) -> socket.socket:
+        with entered(name):
+            return socket.socket(family, kind)
+
+    return make
 
 
 @contextlib.contextmanager
