@@ -85,22 +85,6 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         lab.destroy()
 
 
-@contextlib.contextmanager
-def silenced(host: topology.Host) -> Iterator[None]:
-    """Drop every packet to and from `host`'s LAN interface, its link staying up."""
-    rules = (
-        "add table inet ironlb_silence { "
-        f"chain in {{ type filter hook input priority 0; policy accept; iif {host.dev} drop; }}; "
-        f"chain out {{ type filter hook output priority 0; policy accept; oif {host.dev} drop; }}; "
-        "}"
-    )
-    host.ns.run("nft", rules)
-    try:
-        yield
-    finally:
-        host.ns.run("nft", "delete table inet ironlb_silence")
-
-
 @contextlib.asynccontextmanager
 async def running(
     env: Env, family: families.Family, profile: bfd.Profile, *, multihop: bool
@@ -208,7 +192,7 @@ async def test_a_silent_node_loses_its_next_hop_within_the_detection_time(
         detection = profile.detect_multiplier * profile.receive_interval / 1000
         for node in nodes.values():
             node.events.clear()  # from here on, only what the silence causes
-        with silenced(dead.host):
+        with topology.silenced(dead.host):
             silent_at = time.monotonic()
             await eventually(
                 lambda: frr.fib_routes(service) == survivors,

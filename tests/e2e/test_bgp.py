@@ -297,7 +297,7 @@ async def test_frr_installs_ecmp_and_the_remote_client_reaches_the_service(
         wait, lambda: h if len(h := router.fib_routes(ip)) == 3 else None, "an ECMP route"
     )
     assert set(hops) == {h.ipv4 for h in bgp.hosts.values()}
-    answer = await asyncio.to_thread(traffic_from_remote, bgp, ip)
+    answer = await asyncio.to_thread(topology.answer, bgp.remote, ip, 10.0)
     assert answer in {f"node-{i}" for i in NODES}
 
     # The ServiceBGPStatus of each node (written in the background) lists the peer.
@@ -312,16 +312,6 @@ async def test_frr_installs_ecmp_and_the_remote_client_reaches_the_service(
 
     found = await kube.eventually(statuses)
     assert found == [(f"node-{i}", ["router-v4"]) for i in NODES]
-
-
-def traffic_from_remote(lab: BgpLab, ip: str) -> str | None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        body = lab.remote.ns.http_get(f"http://{ip}/", timeout=1)
-        if body:
-            return body.strip()
-        time.sleep(0.2)
-    return None
 
 
 async def test_local_policy_is_advertised_only_by_the_node_with_the_endpoint(
@@ -339,7 +329,7 @@ async def test_local_policy_is_advertised_only_by_the_node_with_the_endpoint(
     await asyncio.sleep(1.0)  # would another node add a path?
     paths = router.routes(V4)[f"{ip}/32"]
     assert [p.next_hop for p in paths] == [bgp.hosts[2].ipv4]
-    assert await asyncio.to_thread(traffic_from_remote, bgp, ip) == "node-2"
+    assert await asyncio.to_thread(topology.answer, bgp.remote, ip, 10.0) == "node-2"
 
 
 async def test_bfd_with_frr_drops_a_dead_node_within_the_detection_time(

@@ -315,23 +315,6 @@ def answering(hosts: Iterable[topology.Host], prefix: families.Prefix) -> Iterat
             host.ns.ip("addr", "del", str(prefix), "dev", "lo")
 
 
-@contextlib.contextmanager
-def silenced(host: topology.Host) -> Iterator[None]:
-    """Drop every packet to and from `host`'s LAN interface: a node that died without a word,
-    while its links stay up."""
-    rules = (
-        "add table inet ironlb_silence { "
-        f"chain in {{ type filter hook input priority 0; policy accept; iif {host.dev} drop; }}; "
-        f"chain out {{ type filter hook output priority 0; policy accept; oif {host.dev} drop; }}; "
-        "}"
-    )
-    host.ns.run("nft", rules)
-    try:
-        yield
-    finally:
-        host.ns.run("nft", "delete table inet ironlb_silence")
-
-
 @pytest.mark.parametrize("env", ["frr"], indirect=True)
 async def test_frr_installs_ecmp_and_the_hold_timer_removes_a_dead_node(env: Env) -> None:
     assert isinstance(env.router, routers.Frr)
@@ -355,7 +338,7 @@ async def test_frr_installs_ecmp_and_the_hold_timer_removes_a_dead_node(env: Env
 
             dead = env.nodes[2]
             survivors = tuple(h for h in hosts if h != dead.ipv4)
-            with silenced(dead):
+            with topology.silenced(dead):
                 started = time.monotonic()
                 await eventually(
                     lambda: frr.fib_routes(str(SERVICE_V4)) == survivors,

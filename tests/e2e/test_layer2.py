@@ -190,17 +190,6 @@ def winner(ip: str, nodes: tuple[int, ...] = NODES) -> str:
     return owner
 
 
-def answered(host: topology.Host, ip: str, within: float = 5.0) -> str | None:
-    url_host = f"[{ip}]" if ":" in ip else ip
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        body = host.ns.http_get(f"http://{url_host}/", timeout=0.5)
-        if body:
-            return body.strip()
-        time.sleep(0.1)
-    return None
-
-
 async def test_client_reaches_the_service_through_its_owner_over_ipv4_and_ipv6(
     l2lab: L2Lab, admin: k8s.Client, namespace: str
 ) -> None:
@@ -219,9 +208,9 @@ async def test_client_reaches_the_service_through_its_owner_over_ipv4_and_ipv6(
     assert await kube.eventually(
         lambda: _nodes_are(l2_status_nodes(admin, namespace, "web"), expected)
     )
-    assert answered(l2lab.client, v4) == owner4
+    assert topology.answer(l2lab.client, v4) == owner4
     assert l2lab.arp_owner(v4) == owner4
-    assert answered(l2lab.client, v6) == owner6
+    assert topology.answer(l2lab.client, v6) == owner6
     neigh = l2lab.client.ns.neighbours("eth0")
     assert neigh[v6][0] == l2lab.hosts[int(owner6[-1])].mac
     events = await kube.reasons(admin, namespace, "web", "nodeAssigned")
@@ -236,7 +225,7 @@ async def test_killed_owner_is_replaced_by_another_node(
 ) -> None:
     (ip,) = await lb_service(admin, l2lab, namespace, "failover")
     owner = await kube.eventually(lambda: l2_status_node(admin, namespace, "failover"))
-    assert answered(l2lab.client, ip) == owner
+    assert topology.answer(l2lab.client, ip) == owner
     index = int(owner[-1])
     stream = traffic.Stream(l2lab.client.ns.name, ip, count=400, interval=0.01).start()
     await asyncio.sleep(0.3)
@@ -245,7 +234,7 @@ async def test_killed_owner_is_replaced_by_another_node(
     l2lab.hosts[index].ns.ip("link", "set", "eth0", "down")
     try:
         new = winner(ip, tuple(i for i in NODES if i != index))
-        assert await asyncio.to_thread(answered, l2lab.client, ip, 5.0) == new
+        assert await asyncio.to_thread(topology.answer, l2lab.client, ip, 5.0) == new
         stream.stop()
         gap = stream.failover(owner, new)
         assert gap is not None, _timeline(stream)
@@ -268,7 +257,7 @@ async def test_graceful_restart_of_the_owner_loses_no_request(
     (ip,) = await lb_service(admin, l2lab, namespace, "rolling")
     owner = await kube.eventually(lambda: l2_status_node(admin, namespace, "rolling"))
     index = int(owner[-1])
-    assert answered(l2lab.client, ip) == owner
+    assert topology.answer(l2lab.client, ip) == owner
     stream = traffic.Stream(l2lab.client.ns.name, ip, count=300, interval=0.01).start()
     await asyncio.sleep(0.5)
     code = await asyncio.to_thread(l2lab.speakers.pop(index).stop)
@@ -298,7 +287,7 @@ async def test_local_policy_announces_from_the_node_with_the_endpoint(
     (ip,) = await lb_service(
         admin, l2lab, namespace, "local", nodes=["node-3"], externalTrafficPolicy="Local"
     )
-    assert answered(l2lab.client, ip) == "node-3"
+    assert topology.answer(l2lab.client, ip) == "node-3"
     assert l2lab.arp_owner_becomes(ip, "node-3") == "node-3"
     # The endpoint moves: so does the announcement.
     l2lab.endpoints("local", ["node-1"], namespace)

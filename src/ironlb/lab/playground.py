@@ -136,14 +136,10 @@ def _wait_for_address(c: lab_cluster.Cluster, namespace: str, name: str) -> str:
 
 
 def _wait_for_answer(host: topology.Host, ip: str, within: float = 30.0) -> str:
-    """The node that answers HTTP on `ip` from `host` (the backends answer with their name)."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        body = host.ns.http_get(f"http://{ip}/", timeout=1.0)
-        if body:
-            return body.strip()
-        time.sleep(0.2)
-    raise netns.LabError(f"{ip} does not answer from {host.name} within {within:.0f} s")
+    found = topology.answer(host, ip, within)
+    if found is None:
+        raise netns.LabError(f"{ip} does not answer from {host.name} within {within:.0f} s")
+    return found
 
 
 def down(name: str = "lab") -> bool:

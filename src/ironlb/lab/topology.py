@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,6 +77,36 @@ table ip6 ironlb_lab {{
 }}
 """
     netns.run(host.ns.argv(["nft", "-f", "/dev/stdin"]), stdin=rules)
+
+
+def answer(host: Host, ip: str, within: float = 5.0) -> str | None:
+    """What HTTP on `ip` (port 80) answers from `host` within `within` seconds, or None. Lab
+    backends answer with their node's name, so this says which node took the traffic."""
+    url_host = f"[{ip}]" if ":" in ip else ip
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        body = host.ns.http_get(f"http://{url_host}/", timeout=0.5)
+        if body:
+            return body.strip()
+        time.sleep(0.1)
+    return None
+
+
+@contextlib.contextmanager
+def silenced(host: Host) -> Iterator[None]:
+    """Drop every packet to and from `host`'s LAN interface while its link stays up: a node
+    that died without a word (no carrier loss, no FIN, no NOTIFICATION)."""
+    rules = (
+        "add table inet ironlb_silence { "
+        f"chain in {{ type filter hook input priority 0; policy accept; iif {host.dev} drop; }}; "
+        f"chain out {{ type filter hook output priority 0; policy accept; oif {host.dev} drop; }}; "
+        "}"
+    )
+    host.ns.run("nft", rules)
+    try:
+        yield
+    finally:
+        host.ns.run("nft", "delete table inet ironlb_silence")
 
 
 def check_allowed(address: str) -> None:
