@@ -17,6 +17,9 @@ STAMPS := $(IRONLB_CACHE)/stamps
 # BGP implementations ironlb is proven against.
 APT_PACKAGES := iproute2 iputils-ping arping curl ca-certificates nftables tcpdump ndisc6 \
                 frr gobgpd bird2
+# The image without Docker (dev/image/build.sh): a Debian rootfs, packed as OCI, checked by
+# running it in a throwaway containerd with runc.
+APT_PACKAGES += mmdebstrap umoci containerd runc
 
 .PHONY: help test lab lab-down lab-status check unit deps apt venv kube crds bench-quick clean
 
