@@ -52,12 +52,12 @@ def _one_line(text: str) -> list[tuple[str, str, list[str]]]:
     return entries
 
 
-def sources(suite: str) -> list[str]:
+def sources(suite: str, etc_apt: str = "/etc/apt") -> list[str]:
     entries = []
-    for path in sorted(glob.glob("/etc/apt/sources.list.d/*.sources")):
+    for path in sorted(glob.glob(f"{etc_apt}/sources.list.d/*.sources")):
         with open(path) as f:
             entries += _deb822(f.read())
-    for path in ["/etc/apt/sources.list", *sorted(glob.glob("/etc/apt/sources.list.d/*.list"))]:
+    for path in [f"{etc_apt}/sources.list", *sorted(glob.glob(f"{etc_apt}/sources.list.d/*.list"))]:
         try:
             with open(path) as f:
                 entries += _one_line(f.read())
