@@ -63,6 +63,7 @@ EOF
 
 # --- pause ---------------------------------------------------------------------------------------
 pause_inputs() {
+  need go python3
   k8s=$(awk '/k8s.io\/kubernetes v/ {print $NF; exit}' "$repo/dev/kube/apiserver/go.mod")
   # The tag and CFLAGS are those of build/pause/Makefile in the module itself. Its REV is `git
   # describe --contains` of the release commit, i.e. the release tag, which the module cache
@@ -73,6 +74,8 @@ pause_inputs() {
   [ -f "$src" ] || die "$src missing"
   tag=$(awk '$1 == "TAG" && $2 == "?=" {print $3; exit}' "$moddir/build/pause/Makefile")
   [ -n "$tag" ] || die "no TAG in $moddir/build/pause/Makefile"
+  # kubelet 1.36 has no sandbox image setting of its own any more (the runtime's sandbox_image
+  # decides); this TAG is the one kubeadm's PauseVersion and the e2e image manifest pin.
   ref="registry.k8s.io/pause:$tag"
   hash=$(cat "$src" "$here/build.sh" <(echo "$k8s $tag") | sha256sum | cut -c1-12)
   out="$cache/pause-$tag-$k8s-$hash.tar"
@@ -168,6 +171,8 @@ mkdir -p "$cache"
 "${target}_inputs"
 if [ -n "$path_only" ]; then [ -f "$out" ] && echo "$out" && exit 0; exit 1; fi
 if [ -f "$out" ]; then echo "$out"; exit 0; fi
+# Files owned by root and other users in the layer, mmdebstrap's root mode, chroot.
+[ "$(id -u)" = 0 ] || die "building $ref needs root (run: sudo $0 $target)"
 # Concurrent runs (several checkouts, a test and `make lab`) build once: the others wait.
 exec 9>"$cache/build.lock"
 flock 9
