@@ -162,8 +162,6 @@ build_ironlb() {
     --config.label=org.opencontainers.image.licenses=Apache-2.0 \
     --config.label=org.opencontainers.image.version="$version"
   rm -rf "$work"
-  # Every change of src/ makes a new archive: keep the newest few.
-  ls -t "$cache"/ironlb-*.tar | tail -n +4 | xargs -r rm -f
 }
 
 # --- main ----------------------------------------------------------------------------------------
@@ -182,5 +180,8 @@ rm -rf "$cache"/pack.* "$cache"/*-rootfs.* "$cache"/*-work.* "$cache"/*.tmp
 trap 'rm -rf "$cache"/pack.* "$cache"/*-rootfs.* "$cache"/*-work.* "$cache"/*.tmp' EXIT
 start=$(date +%s)
 "build_$target"
+# Every change of the inputs (src/ above all) makes a new archive: keep the newest few.
+ls -t "$cache/$target"-*.tar "$cache"/debian-*.tar 2>/dev/null | awk -F/ '
+  {kind = $NF; sub(/-.*/, "", kind)} ++n[kind] > (kind == "debian" ? 1 : 3)' | xargs -r rm -f
 echo "build.sh: built $ref in $(($(date +%s) - start)) s ($(du -h "$out" | cut -f1))" >&2
 echo "$out"
