@@ -59,6 +59,15 @@ async def test_two_replicas_keep_one_leader_and_the_standby_takes_over_when_it_d
     (first,) = await kube.eventually(lambda: leaders(controllers), within=30, what="a leader")
     start = await lease_spec(admin)
     assert start["holderIdentity"] == first
+    # The standby judges the configuration too: MetalLB's MetalLBConfigNotLoaded alert reads
+    # this on every replica.
+    standby = next(p for p in controllers if p.name != first)
+    await kube.eventually(
+        lambda: standby.metric("metallb_k8s_client_config_loaded_bool") == 1,
+        within=10,
+        what="the standby's config_loaded",
+        blocking=True,
+    )
     # More than two lease durations: a follower that missed renewals would have taken over.
     until = time.monotonic() + 2 * LEASE_DURATION + 10
     while time.monotonic() < until:
@@ -75,7 +84,6 @@ async def test_two_replicas_keep_one_leader_and_the_standby_takes_over_when_it_d
     assert await kube.eventually(lambda: kube.ingress(admin, namespace, "before"))
 
     leader = next(p for p in controllers if p.name == first)
-    standby = next(p for p in controllers if p.name != first)
     leader.kill()
     killed = time.monotonic()
     await admin.create(k8s.SERVICES, kube.service("after"), namespace)
@@ -103,7 +111,8 @@ async def test_a_leader_that_loses_its_lease_exits_cleanly(
         cluster, name="replica-c", webhook=False, extra=("--lease-duration=3",)
     )
     controllers.append(ctl)
-    await kube.eventually(lambda: leaders([ctl]), within=20, what="leading")
+    # A replica of an earlier test may have held the Lease (15 s) when it was killed.
+    await kube.eventually(lambda: leaders([ctl]), within=30, what="leading")
     # Another replica takes the Lease (as after a long pause of this one).
     taken = {"spec": {"holderIdentity": "intruder", "renewTime": "2026-01-01T00:00:00.000000Z"}}
     cluster.kubectl(
