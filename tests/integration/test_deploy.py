@@ -328,9 +328,13 @@ def test_kustomize_output_is_accepted_by_the_api_server(
     assert len(applied) == len(kustomized), applied
 
 
-@pytest.mark.parametrize("values", ["default", "full"])
+@pytest.mark.parametrize("values", ["default", "full", "no-webhook"])
 def test_helm_lint_is_clean(helm: Helm, full_values: Path, values: str) -> None:
-    args = ["--values", str(full_values)] if values == "full" else []
+    args = {
+        "default": [],
+        "full": ["--values", str(full_values)],
+        "no-webhook": ["--set", "webhook.enabled=false"],
+    }[values]
     proc = helm.run("lint", "--strict", str(CHART), "--namespace", NAMESPACE, *args)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 

@@ -459,9 +459,10 @@ async def run(settings: settings_.Settings) -> int:
         async with asyncio.TaskGroup() as tg:
             background = [tg.create_task(c.run()) for c in speaker.caches]
             background.append(tg.create_task(speaker.recorder.run()))
-            # Probes are served before the caches have listed: a slow API server or a missing
-            # CRD makes an unready speaker (/readyz says which cache), never a failing liveness
-            # probe and a kill loop.
+            # Probes are served before the caches have listed (with the pod's IP from the
+            # downward API, before anything is read; else once the Nodes have listed): a slow
+            # API server or a missing CRD makes an unready speaker (/readyz says which cache),
+            # never a failing liveness probe and a kill loop.
             bind = settings.bind_address
             if bind is None:
                 await speaker.nodes.listed.wait()
