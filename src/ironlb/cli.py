@@ -71,12 +71,14 @@ _log_format = click.option(
 )
 _log_level = click.option(
     "--log-level",
-    type=click.Choice(["debug", "info", "warning", "error"]),
+    # "warn" is MetalLB's spelling (its charts and manifests pass it), the same as "warning".
+    type=click.Choice(["debug", "info", "warn", "warning", "error"]),
     default="info",
     show_default=True,
     show_envvar=True,
     help="Lowest level logged.",
 )
+_LEVELS = {"warn": "WARNING"}
 
 
 class _JsonFormatter(logging.Formatter):
@@ -99,7 +101,7 @@ def _setup_logging(fmt: str, level: str) -> None:
         if fmt == "json"
         else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     )
-    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+    logging.basicConfig(level=_LEVELS.get(level, level.upper()), handlers=[handler], force=True)
     # The HTTP and netlink libraries log every request and message; ironlb logs what matters.
     for noisy in ("httpcore", "httpcore2", "httpx", "httpx2", "hpack", "pyroute2"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -42,8 +42,13 @@ async def test_service_gets_lowest_address_annotation_event_and_pool_status(
     kube.apply(cluster, kube.pool("basic", "198.51.100.0/29", namespaces=(namespace,)))
     await admin.create(k8s.SERVICES, kube.service("web"), namespace)
     assert await kube.eventually(lambda: kube.ingress(admin, namespace, "web")) == ["198.51.100.0"]
-    svc = await admin.get(k8s.SERVICES, "web", namespace)
-    assert svc["metadata"]["annotations"]["metallb.io/ip-allocated-from-pool"] == "basic"
+
+    async def pool_annotation() -> str | None:
+        # Written after the status (a separate request): awaited, not sampled.
+        svc = await admin.get(k8s.SERVICES, "web", namespace)
+        return (svc["metadata"].get("annotations") or {}).get("metallb.io/ip-allocated-from-pool")
+
+    assert await kube.eventually(pool_annotation) == "basic"
     events = await kube.eventually(lambda: kube.events_for(admin, namespace, "web"))
     assert ("IPAllocated", 'Assigned IP ["198.51.100.0"]') in events
 

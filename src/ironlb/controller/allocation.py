@@ -11,6 +11,9 @@ Invariants:
 - An invalid configuration is never applied: the last valid one stays in force, and the
   problem is reported in the log, in `metallb_k8s_client_config_stale_bool`, and in the
   `ConfigurationState` object `controller` (`kubectl get configurationstates`).
+- Every replica judges the configuration it caches, so a standby's
+  `metallb_k8s_client_config_loaded_bool` / `_stale_bool` say what it would apply on taking
+  over (MetalLB's alerts read them on every replica); only the leader applies and reports.
 - An address is never written into one Service's status while another Service's status still
   shows it (unless the two may share it): when addresses move, the clearing write lands first.
 - A Service that could not get an address is retried whenever addresses are freed or the
@@ -71,6 +74,7 @@ class Allocations:
         self.applied: config.Config | None = None
         self.config_error: str | None = None
         self._config_dirty = asyncio.Event()
+        self._leading = False
         # Observed status.loadBalancer.ingress, indexed both ways.
         self._observed: dict[model.ServiceKey, tuple[addresses.IP, ...]] = {}
         self._shown_by: dict[addresses.IP, set[model.ServiceKey]] = {}
@@ -187,12 +191,31 @@ class Allocations:
                 log.warning("%s: %s", svc.key, note)
                 self._events.record(_regarding(svc), "Normal", "ClearAssignment", note)
 
+    def _judge_config(self) -> None:
+        """A standby's view: whether the configuration it caches could be applied."""
+        cfg, problems = self.config.candidate()
+        if problems or cfg is None:
+            if self.config_error != "; ".join(problems):
+                self.config_error = "; ".join(problems)
+                log.warning("configuration is invalid: %s", self.config_error)
+            metrics.CONFIG_STALE.set(1)
+            return
+        self.config_error = None
+        metrics.CONFIG_LOADED.set(1)
+        metrics.CONFIG_STALE.set(0)
+
     async def watch_config(self) -> None:
-        """Apply the configuration whenever it changes (leader only)."""
+        """Once the caches have listed, judge the configuration whenever it changes; the
+        leader also applies it."""
+        await self.synced()
+        self._config_dirty.set()
         while True:
             await self._config_dirty.wait()
             self._config_dirty.clear()
-            await self._apply_config()
+            if self._leading:
+                await self._apply_config()
+            else:
+                self._judge_config()
 
     # --- reconcile -----------------------------------------------------------------------------
 
@@ -383,11 +406,12 @@ class Allocations:
         return f"caches not synced: {', '.join(missing)}" if missing else None
 
     async def lead(self) -> None:
-        """The leader's work: apply configuration, reconcile, publish pool status."""
+        """The leader's work: apply configuration (`watch_config` runs on every replica),
+        reconcile, publish pool status."""
         await self.synced()
+        self._leading = True
         self._config_dirty.set()
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(self.watch_config())
             tg.create_task(self.write_pool_status())
             for _ in range(self._settings.workers):
                 tg.create_task(self.work())

@@ -1,9 +1,12 @@
 """`ironlb controller`: wiring and lifecycle of one controller replica.
 
-Every replica keeps its caches warm and serves the admission webhook, metrics and probes; only
-the replica holding the Lease allocates. Losing the Lease ends the process (it restarts clean
-and rebuilds everything from the API, like client-go controllers). SIGTERM: stop taking work,
-finish the reconciles in flight, hand the Lease over, flush Events, exit.
+Every replica keeps its caches warm, judges the configuration (metrics), and serves the
+admission webhook, metrics and probes; only the replica holding the Lease allocates. A replica
+is Ready once its caches have listed and, with the webhook on, its webhook listens with a
+certificate the published caBundle trusts: the webhook Service sends reviews to every Ready
+replica. Losing the Lease ends the process with exit status `LOST_LEADERSHIP` and one log line
+(it restarts clean and rebuilds everything from the API, like client-go controllers). SIGTERM:
+stop taking work, finish the reconciles in flight, hand the Lease over, flush Events, exit.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from ironlb.k8s import events, leader, serving
 log = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE = 10.0
+LOST_LEADERSHIP = 1
+"""Exit status after losing the Lease (the kubelet restarts the container)."""
 
 
 class _Stop(Exception):
@@ -77,22 +82,45 @@ async def run(settings: settings_.Settings) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
 
+        certs = webhook.Certificates(client, settings) if settings.webhook_port else None
+        webhook_server = serving.Server(
+            settings.listen_address,
+            settings.webhook_port,
+            {"/validate": webhook.Admission(allocations.config.objects, settings).handle},
+            tls=certs.context if certs is not None else None,
+        )
+
+        def ready() -> str | None:
+            problem = allocations.ready()
+            if problem is not None or certs is None:
+                return problem
+            if not webhook_server.bound.is_set():
+                return "webhook not listening yet"
+            return certs.untrusted
+
         routes: dict[str, serving.Handler] = {
             "/metrics": serving.metrics,
             "/healthz": serving.probe(lambda: None),
-            "/readyz": serving.probe(allocations.ready),
+            "/readyz": serving.probe(ready),
         }
+        lost: list[BaseException] = []
 
         async def lead() -> None:
             await election.acquire()
             metrics.IS_LEADER.set(1)
             log.info("leading as %s", settings.identity)
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(election.keep_renewing())
-                tg.create_task(allocations.lead())
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(election.keep_renewing())
+                    tg.create_task(allocations.lead())
+            except* leader.LostLeadership as group:
+                # Allocating on would race the new leader: stop everything, as SIGTERM does
+                # but without handing over a Lease that is no longer ours.
+                metrics.IS_LEADER.set(0)
+                lost.append(group.exceptions[0])
+                raise _Stop from None
 
-        async def serve_webhook() -> None:
-            certs = webhook.Certificates(client, settings)
+        async def serve_webhook(certs: webhook.Certificates) -> None:
             retry = backoff.Backoff(backoff.Policy(initial=0.5, cap=10.0))
             while True:
                 try:
@@ -102,18 +130,10 @@ async def run(settings: settings_.Settings) -> int:
                     delay = retry.next_delay(random.random()) or 10.0
                     log.warning("webhook certificate not ready (%s); retrying in %.1fs", e, delay)
                     await asyncio.sleep(delay)
-            handler = webhook.Admission(allocations.config.objects, settings).handle
             try:
                 async with asyncio.TaskGroup() as tg:
                     tg.create_task(certs.keep_current(election.leading.is_set))
-                    tg.create_task(
-                        serving.Server(
-                            settings.listen_address,
-                            settings.webhook_port,
-                            {"/validate": handler},
-                            tls=certs.context,
-                        ).serve()
-                    )
+                    tg.create_task(webhook_server.serve())
             finally:
                 certs.close()
 
@@ -138,15 +158,16 @@ async def run(settings: settings_.Settings) -> int:
                 tg.create_task(ensure_membership_secret(client, settings))
                 for cache in allocations.caches:
                     tg.create_task(cache.run())
-                if settings.webhook_port:
-                    tg.create_task(serve_webhook())
+                tg.create_task(allocations.watch_config())
+                if certs is not None:
+                    tg.create_task(serve_webhook(certs))
                 tg.create_task(
                     serving.Server(settings.listen_address, settings.metrics_port, routes).serve()
                 )
                 tg.create_task(lead())
         except* _Stop:
             pass
-        except* leader.LostLeadership as group:
-            log.error("%s: exiting", group.exceptions[0])
-            exit_code = 1
+        if lost:
+            log.error("lost leadership (%s): exiting so that a restart starts clean", lost[0])
+            exit_code = LOST_LEADERSHIP
     return exit_code

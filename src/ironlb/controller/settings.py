@@ -43,7 +43,9 @@ class Settings:
         16, help="Services reconciled concurrently (their API writes overlap)."
     )
     listen_address: str = core_settings.setting(
-        "0.0.0.0", help="Address the metrics and webhook servers bind."
+        "",
+        help="Address the metrics, probe and webhook servers bind; empty: every address of both"
+        " families (IPv6-only and dual-stack clusters included).",
     )
     metrics_port: int = core_settings.setting(
         7472, help="HTTP port of /metrics, /healthz and /readyz."

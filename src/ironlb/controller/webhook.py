@@ -7,6 +7,11 @@ rotates them, 30 days before expiry. During a rotation the bundle trusts the old
 CA, so the API server accepts both the old certificate (still served by other replicas) and the
 new one. Every replica reloads its TLS context when the Secret changes.
 
+A replica is ready to answer admission reviews (`untrusted` is None) only once the
+configuration's `caBundle` trusts the certificate it serves: a replica behind the webhook
+Service that the API server cannot verify fails every metallb.io write ("failed calling
+webhook"). Until then it checks again every `UNTRUSTED_RECHECK` seconds, not every minute.
+
 Decisions are `core.admission.review`, against the configuration objects in the controller's
 caches.
 """
@@ -33,6 +38,7 @@ log = logging.getLogger(__name__)
 
 VALIDITY = datetime.timedelta(days=365)
 RENEW_BEFORE = datetime.timedelta(days=30)
+UNTRUSTED_RECHECK = 1.0
 
 
 def _b64(data: bytes) -> str:
@@ -48,6 +54,8 @@ class Certificates:
         self._dir = Path(self._tmp.name)
         self._loaded: bytes | None = None
         self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.untrusted: str | None = "no webhook certificate loaded yet"
+        """None once the published caBundle trusts the certificate served; else why not."""
 
     def close(self) -> None:
         """Remove the key material from disk."""
@@ -120,10 +128,27 @@ class Certificates:
             )
             data = secret.get("data") or {}
             log.info("rotated webhook certificate (%s)", why)
-        await self._publish_bundle(base64.b64decode(data.get("ca.crt", "")))
+        published = await self._publish_bundle(base64.b64decode(data.get("ca.crt", "")))
         self._load(data)
+        self.untrusted = self._trust_problem(published, base64.b64decode(data["tls.crt"]))
 
-    async def _publish_bundle(self, bundle: bytes) -> None:
+    def _trust_problem(self, published: list[bytes] | None, served: bytes) -> str | None:
+        name = self._settings.webhook_configuration
+        if published is None:
+            return f"ValidatingWebhookConfiguration {name} not found"
+        cert = pki.load_cert(served)
+        for bundle in published:
+            try:
+                cas = pki.load_certs(bundle)
+            except ValueError:
+                cas = []
+            if not pki.issued_by_any(cert, cas):
+                return f"the caBundle of {name} does not trust this replica's certificate yet"
+        return None
+
+    async def _publish_bundle(self, bundle: bytes) -> list[bytes] | None:
+        """Make every webhook's caBundle `bundle` (when it does not already trust the CA of our
+        Secret); return the bundles published, or None when the configuration is missing."""
         name = self._settings.webhook_configuration
         try:
             current = await self._client.get(k8s.VALIDATING_WEBHOOKS, name)
@@ -134,18 +159,23 @@ class Certificates:
                     "not validated before it is stored",
                     name,
                 )
-                return
+                return None
             raise
         webhooks = current.get("webhooks") or []
         wanted = _b64(bundle)
-        if all((w.get("clientConfig") or {}).get("caBundle") == wanted for w in webhooks):
-            return
+        shown = [str((w.get("clientConfig") or {}).get("caBundle") or "") for w in webhooks]
+        if all(b == wanted for b in shown):
+            return [base64.b64decode(b) for b in shown]
         patch = [
             {"op": "replace", "path": f"/webhooks/{i}/clientConfig/caBundle", "value": wanted}
             for i in range(len(webhooks))
         ]
-        await self._client.patch(k8s.VALIDATING_WEBHOOKS, name, patch, patch_type="json")
+        updated = await self._client.patch(k8s.VALIDATING_WEBHOOKS, name, patch, patch_type="json")
         log.info("published the webhook CA bundle to %s", name)
+        return [
+            base64.b64decode(str((w.get("clientConfig") or {}).get("caBundle") or ""))
+            for w in updated.get("webhooks") or []
+        ]
 
     def _load(self, data: dict[str, str]) -> None:
         cert, key = base64.b64decode(data["tls.crt"]), base64.b64decode(data["tls.key"])
@@ -164,7 +194,7 @@ class Certificates:
                 await self.ensure(may_rotate=is_leader())
             except (k8s.ApiError, k8s.Unreachable) as e:
                 log.warning("webhook certificate check failed: %s", e)
-            await asyncio.sleep(interval)
+            await asyncio.sleep(interval if self.untrusted is None else UNTRUSTED_RECHECK)
 
 
 class Admission:

@@ -3,7 +3,9 @@
 Like client-go, a candidate never compares its clock with the holder's timestamps (clocks on
 different nodes disagree): it records *when it last saw the Lease record change*, on its own
 monotonic clock, and considers the lease expired only after `lease_duration` seconds without a
-change. The holder renews well before that; an update that loses a race (resourceVersion
+change. A change is a change of *any* field of the record, renewTime included (a renewal moves
+nothing else): comparing fewer fields makes a follower take over a lease its holder keeps
+renewing. The holder renews well before that; an update that loses a race (resourceVersion
 conflict) is simply retried after observing again, so two candidates can never both win.
 """
 
@@ -21,11 +23,13 @@ class Action(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Record:
-    """The parts of a Lease's spec that matter for the decision."""
+    """A Lease's spec: the whole leader-election record, so that a renewal is a change."""
 
     holder: str | None
     duration_seconds: int
     transitions: int
+    acquire_time: str | None = None
+    renew_time: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,9 +56,15 @@ def decide(identity: str, seen: Observation, now: float, lease_duration: float) 
     return Action.ACQUIRE if now - seen.changed_at >= ttl else Action.WAIT
 
 
-def next_record(identity: str, current: Record | None, lease_duration: float) -> Record:
-    """The record we write when acquiring or renewing."""
+def next_record(
+    identity: str, current: Record | None, lease_duration: float, *, stamp: str
+) -> Record:
+    """The record we write when acquiring or renewing; `stamp` is the writer's wall-clock time
+    (renewTime, and acquireTime when the holder changes), opaque to the decision."""
     transitions = 0 if current is None else current.transitions
-    if current is not None and current.holder != identity:
-        transitions += 1
-    return Record(identity, int(lease_duration), transitions)
+    acquired = current.acquire_time if current is not None else None
+    if current is None or current.holder != identity:
+        acquired = stamp
+        if current is not None:
+            transitions += 1
+    return Record(identity, int(lease_duration), transitions, acquired, stamp)

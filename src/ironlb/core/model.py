@@ -12,6 +12,7 @@ types, protocols, families) stay strings so a new Kubernetes release cannot brea
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from typing import Any, NewType, TypeVar
 
@@ -143,6 +144,24 @@ class Node(_Model, frozen=True):
     @property
     def name(self) -> str:
         return self.metadata.name
+
+    def host_ips(self) -> tuple[str, ...]:
+        """The node's primary address, then the first address of the other family, chosen as
+        the kubelet chooses a host-network pod's podIPs (InternalIPs in their listed order,
+        then ExternalIPs): the address the kubelet probes such a pod on."""
+        found: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
+        for wanted in ("InternalIP", "ExternalIP"):
+            for a in self.status.addresses:
+                if a.type == wanted:
+                    try:
+                        found.append(ipaddress.ip_address(a.address))
+                    except ValueError:
+                        continue
+        if not found:
+            return ()
+        primary = found[0]
+        other = next((ip for ip in found if ip.version != primary.version), None)
+        return tuple(str(ip) for ip in (primary, other) if ip is not None)
 
     def condition(self, condition_type: str) -> str | None:
         """ "True", "False", "Unknown", or None when the node does not report it."""

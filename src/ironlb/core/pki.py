@@ -12,6 +12,7 @@ import ipaddress
 from dataclasses import dataclass
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -123,3 +124,14 @@ def dns_names(cert: x509.Certificate) -> list[str]:
 def valid_for(cert: x509.Certificate, now: datetime.datetime) -> datetime.timedelta:
     """Time left before `cert` expires (negative once expired)."""
     return cert.not_valid_after_utc - now
+
+
+def issued_by_any(cert: x509.Certificate, cas: list[x509.Certificate]) -> bool:
+    """Whether one of `cas` signed `cert` (a client trusting `cas` accepts it)."""
+    for ca in cas:
+        try:
+            cert.verify_directly_issued_by(ca)
+        except (ValueError, TypeError, InvalidSignature):
+            continue
+        return True
+    return False

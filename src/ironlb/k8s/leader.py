@@ -34,12 +34,16 @@ def _microtime(now: datetime.datetime | None = None) -> str:
     return now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _record(obj: k8s.Obj) -> lease.Record:
+def parse_record(obj: k8s.Obj) -> lease.Record:
+    """The whole leader-election record of a Lease: a renewal changes only renewTime, so
+    leaving any field out would hide renewals from `core.lease.observe`."""
     spec = obj.get("spec") or {}
     return lease.Record(
         holder=spec.get("holderIdentity") or None,
         duration_seconds=int(spec.get("leaseDurationSeconds") or 0),
         transitions=int(spec.get("leaseTransitions") or 0),
+        acquire_time=spec.get("acquireTime") or None,
+        renew_time=spec.get("renewTime") or None,
     )
 
 
@@ -73,7 +77,7 @@ class LeaderElection:
     async def _read(self) -> lease.Observation:
         try:
             self._obj = await self._client.get(k8s.LEASES, self._name, self._namespace)
-            record: lease.Record | None = _record(self._obj)
+            record: lease.Record | None = parse_record(self._obj)
         except k8s.ApiError as e:
             if not e.not_found:
                 raise
@@ -81,16 +85,14 @@ class LeaderElection:
         self._seen = lease.observe(self._seen, record, self._clock())
         return self._seen
 
-    async def _write(self, record: lease.Record, acquiring: bool) -> None:
-        now = _microtime()
+    async def _write(self, record: lease.Record) -> None:
         spec: k8s.Obj = {
             "holderIdentity": record.holder,
             "leaseDurationSeconds": record.duration_seconds,
             "leaseTransitions": record.transitions,
-            "renewTime": now,
+            "acquireTime": record.acquire_time,
+            "renewTime": record.renew_time,
         }
-        if acquiring:
-            spec["acquireTime"] = now
         if self._obj is None:
             body: k8s.Obj = {
                 "metadata": {"name": self._name, "namespace": self._namespace},
@@ -100,7 +102,7 @@ class LeaderElection:
         else:
             body = {**self._obj, "spec": {**(self._obj.get("spec") or {}), **spec}}
             self._obj = await self._client.replace(k8s.LEASES, body, self._namespace)
-        self._seen = lease.observe(self._seen, _record(self._obj), self._clock())
+        self._seen = lease.observe(self._seen, parse_record(self._obj), self._clock())
 
     async def _try_once(self) -> bool | None:
         """One round: observe, decide, maybe write.
@@ -114,8 +116,7 @@ class LeaderElection:
             return False
         try:
             await self._write(
-                lease.next_record(self.identity, seen.record, self._duration),
-                acquiring=action is lease.Action.ACQUIRE,
+                lease.next_record(self.identity, seen.record, self._duration, stamp=_microtime())
             )
         except k8s.ApiError as e:
             if e.conflict:

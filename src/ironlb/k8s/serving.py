@@ -6,12 +6,18 @@ dependency in the tree. Bounded: headers 16 KiB, bodies 4 MiB, 30 s to read a re
 malformed request gets a 400 and the connection is closed, never an exception in the loop.
 TLS contexts may have their certificate reloaded in place (`load_cert_chain`): new
 connections use the new certificate, which is how the webhook certificate rotates.
+
+An empty host (or `::`) binds one dual-stack socket (IPV6_V6ONLY off), so probes, scrapes and
+webhook calls arrive over IPv4 and IPv6 alike; where the kernel has no IPv6, an empty host
+falls back to IPv4 alone.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -56,6 +62,39 @@ _REASONS = {
 
 class BadRequest(Exception):
     pass
+
+
+def _dual_stack_socket(port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind(("::", port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def listening_socket(host: str, port: int) -> socket.socket | None:
+    """The socket for `host`:`port` when it means "every address" (empty or `::`): one
+    dual-stack socket; IPv4 only on a kernel without IPv6, for an empty host. None: an
+    ordinary address, left to asyncio."""
+    if host not in ("", "::"):
+        return None
+    try:
+        return _dual_stack_socket(port)
+    except OSError as e:
+        if host or e.errno not in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL):
+            raise
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("0.0.0.0", port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 async def _read_request(reader: asyncio.StreamReader) -> Request | None:
@@ -117,16 +156,23 @@ class Server:
     bound: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def serve(self) -> None:
-        server = await asyncio.start_server(
-            self._connection,
-            self.host,
-            self.port,
-            ssl=self.tls,
-            limit=MAX_HEADER,
-            reuse_address=True,
-        )
+        sock = listening_socket(self.host, self.port)
+        if sock is not None:
+            server = await asyncio.start_server(
+                self._connection, sock=sock, ssl=self.tls, limit=MAX_HEADER
+            )
+        else:
+            server = await asyncio.start_server(
+                self._connection,
+                self.host,
+                self.port,
+                ssl=self.tls,
+                limit=MAX_HEADER,
+                reuse_address=True,
+            )
         self.bound.set()
-        log.info("serving %s on %s:%d", "https" if self.tls else "http", self.host, self.port)
+        where = ", ".join(str(s.getsockname()[:2]) for s in server.sockets)
+        log.info("serving %s on %s", "https" if self.tls else "http", where)
         async with server:
             await server.serve_forever()
 

@@ -96,9 +96,12 @@ class Process:
         return None
 
 
-def install_webhook(c: lab_cluster.Cluster, address: str) -> None:
-    """Register the webhook and point its Service at `address` (the lab's endpoints)."""
-    c.kubectl("apply", "--server-side", "-f", str(lab_cluster.DEPLOY / "webhook"))
+def install_webhook(c: lab_cluster.Cluster, address: str, *, configuration: bool = True) -> None:
+    """Point the webhook's Service at `address` (the lab's endpoints) and, with
+    `configuration`, register the webhook (ValidatingWebhookConfiguration)."""
+    manifests = yaml.safe_load_all((lab_cluster.DEPLOY / "webhook" / "webhook.yaml").read_text())
+    wanted = [d for d in manifests if d and (configuration or d["kind"] == "Service")]
+    c.kubectl("apply", "--server-side", "-f", "-", stdin=yaml.safe_dump_all(wanted))
     ns = lab_cluster.CONFIG_NAMESPACE
     endpoints = {
         "apiVersion": "v1",
@@ -142,13 +145,18 @@ def start_controller(
     webhook: bool = True,
     extra: tuple[str, ...] = (),
     wait: bool = True,
+    listen_address: str | None = None,
+    register_webhook: bool = True,
 ) -> Process:
     """Run a controller replica on the control-plane host, as service account
-    ironlb-controller."""
+    ironlb-controller, listening on the host's IPv4 address (`listen_address` None) or on the
+    one given ("" for the controller's default: every address). `register_webhook` False
+    leaves the ValidatingWebhookConfiguration out (its Service and endpoints are installed)."""
     host = c.ctl
     kubeconfig = c.service_account_kubeconfig("ironlb-controller")
     if webhook:
-        install_webhook(c, host.ipv4)
+        install_webhook(c, host.ipv4, configuration=register_webhook)
+    listen = () if listen_address == "" else (f"--listen-address={listen_address or host.ipv4}",)
     log = c.lab.workdir / f"{name}.log"
     argv = [
         sys.executable,
@@ -157,7 +165,7 @@ def start_controller(
         "controller",
         f"--kubeconfig={kubeconfig}",
         f"--identity={name}",
-        f"--listen-address={host.ipv4}",
+        *listen,
         f"--metrics-port={metrics_port}",
         f"--webhook-port={WEBHOOK_PORT if webhook else 0}",
         "--log-level=debug",

@@ -120,12 +120,11 @@ def node_addresses(node: model.Node | None) -> list[str]:
 
 
 def node_address(node: model.Node | None) -> str | None:
-    """A node's first InternalIP (IPv4 preferred)."""
-    if node is None:
-        return None
-    found = [a.address for a in node.status.addresses if a.type == "InternalIP"]
-    found.sort(key=lambda a: ":" in a)
-    return found[0] if found else None
+    """A node's primary address: a host-network pod's podIP, which the kubelet probes (on an
+    IPv6-primary dual-stack node, the IPv6 one) and which every speaker computes alike for
+    membership."""
+    ips = node.host_ips() if node is not None else ()
+    return ips[0] if ips else None
 
 
 class Speaker:
@@ -460,11 +459,14 @@ async def run(settings: settings_.Settings) -> int:
         async with asyncio.TaskGroup() as tg:
             background = [tg.create_task(c.run()) for c in speaker.caches]
             background.append(tg.create_task(speaker.recorder.run()))
-            for c in speaker.caches:
-                await c.listed.wait()
-            own_node = speaker.nodes.items.get(settings.node_name)
-            bind = settings.bind_address or node_address(own_node)
-            addresses = node_addresses(own_node) or ([bind] if bind else [])
+            # Probes are served before the caches have listed (with the pod's IP from the
+            # downward API, before anything is read; else once the Nodes have listed): a slow
+            # API server or a missing CRD makes an unready speaker (/readyz says which cache),
+            # never a failing liveness probe and a kill loop.
+            bind = settings.bind_address
+            if bind is None:
+                await speaker.nodes.listed.wait()
+                bind = node_address(speaker.nodes.items.get(settings.node_name))
             if bind is None:
                 raise SystemExit(
                     f"node {settings.node_name} has no InternalIP and no --bind-address was given"
@@ -477,6 +479,10 @@ async def run(settings: settings_.Settings) -> int:
             background.append(
                 tg.create_task(serving.Server(bind, settings.metrics_port, routes).serve())
             )
+            for c in speaker.caches:
+                await c.listed.wait()
+            own_node = speaker.nodes.items.get(settings.node_name)
+            addresses = node_addresses(own_node) or [bind]
             keys = await _wait_for_keys(speaker) if settings.membership else None
             speaker.membership_fallback = settings.membership and keys is None
             member_config = member_settings.Settings(

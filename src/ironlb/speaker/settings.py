@@ -19,6 +19,11 @@ def _namespace() -> str:
     return os.environ.get("POD_NAMESPACE", "metallb-system")
 
 
+def _pod_ip() -> str | None:
+    # A host-network pod's podIP is its node's primary address, the one the kubelet probes.
+    return os.environ.get("POD_IP") or None
+
+
 @dataclass(frozen=True)
 class Settings:
     kubeconfig: str | None = core_settings.setting(
@@ -39,7 +44,9 @@ class Settings:
         " (kubeadm puts it on control-plane nodes; needed on single-node clusters).",
     )
     bind_address: str | None = core_settings.setting(
-        help="Address for membership and metrics (default: the node's first InternalIP)."
+        factory=_pod_ip,
+        help="Address for membership, metrics and probes (default: $POD_IP, else the node's"
+        " primary address, as the kubelet chooses it).",
     )
     metrics_port: int = core_settings.setting(7472, help="HTTP port of /metrics and probes.")
     membership: bool = core_settings.setting(

@@ -190,3 +190,49 @@ def test_endpoint_slice() -> None:
     )
     orphan = model.parse_endpoint_slice({"metadata": {"name": "x", "namespace": "default"}})
     assert orphan.service_key is None
+
+
+def _node_with(*addresses: tuple[str, str]) -> model.Node:
+    return model.parse_node(
+        {
+            "metadata": {"name": "n"},
+            "status": {"addresses": [{"type": t, "address": a} for t, a in addresses]},
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("addresses", "expected"),
+    [
+        # IPv6-primary dual-stack: the kubelet's order, not IPv4 first.
+        (
+            [("InternalIP", "2001:db8::11"), ("InternalIP", "192.0.2.11")],
+            ("2001:db8::11", "192.0.2.11"),
+        ),
+        (
+            [("InternalIP", "192.0.2.11"), ("InternalIP", "2001:db8::11")],
+            ("192.0.2.11", "2001:db8::11"),
+        ),
+        # One address per family, the first of each.
+        (
+            [
+                ("InternalIP", "192.0.2.11"),
+                ("InternalIP", "192.0.2.12"),
+                ("InternalIP", "2001:db8::1"),
+            ],
+            ("192.0.2.11", "2001:db8::1"),
+        ),
+        ([("InternalIP", "2001:db8::11")], ("2001:db8::11",)),
+        # InternalIPs before ExternalIPs, whatever the listed order.
+        ([("ExternalIP", "203.0.113.5"), ("InternalIP", "192.0.2.11")], ("192.0.2.11",)),
+        ([("Hostname", "n"), ("ExternalIP", "203.0.113.5")], ("203.0.113.5",)),
+        ([("Hostname", "n")], ()),
+        ([("InternalIP", "not-an-ip"), ("InternalIP", "192.0.2.11")], ("192.0.2.11",)),
+    ],
+)
+def test_host_ips_are_the_kubelets_choice(
+    addresses: list[tuple[str, str]], expected: tuple[str, ...]
+) -> None:
+    """A host-network pod's podIPs, which the kubelet probes: the first InternalIP (else
+    ExternalIP), then the first address of the other family."""
+    assert _node_with(*addresses).host_ips() == expected
