@@ -71,7 +71,7 @@ class Layer2:
         self._service = service
         self._announced_by = announced_by
         self._changed = changed
-        self._excluded = tuple(p for p in settings.excluded_interfaces.split(",") if p)
+        self._excluded = settings.excluded_interfaces
         self._responders: dict[str, responder.Responder] = {}
         self._current: dict[addresses.IP, tuple[str, ...]] = {}
         self._wanted: dict[addresses.IP, announce.Announcement] = {}

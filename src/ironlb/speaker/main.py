@@ -190,7 +190,7 @@ class Speaker:
             node=self.node,
             field_manager=status.FIELD_MANAGER,
         )
-        self.excluded = tuple(p for p in settings.excluded_interfaces.split(",") if p)
+        self.excluded = settings.excluded_interfaces  # checked regular expressions
         self.applied: config.Config | None = None
         self.members: transport.Transport | None = None
         self.membership_fallback = False
@@ -202,6 +202,8 @@ class Speaker:
         self._bad_mac = 0
         self._bad_mac_at = float("-inf")
         self.isolated = False
+        self.plan_error: str | None = None
+        """Why the last plan failed (readiness says so), None after a good one."""
 
     @property
     def caches(self) -> list[reflector.Reflector[Any]]:
@@ -328,11 +330,12 @@ class Speaker:
 
     async def plan_once(self) -> None:
         cfg, problems = self.config.candidate()
+        # Recorded, written by the reporter's own task: a plan never waits for the API server.
         if problems or cfg is None:
-            await self.state.report(False, "; ".join(problems))
+            self.state.set_valid(False, "; ".join(problems))
         else:
             self.applied = cfg
-            await self.state.report(True)
+            self.state.set_valid(True)
         if self.applied is None:
             return
         health = announce.Health(
@@ -396,9 +399,12 @@ class Speaker:
             self.dirty.clear()
             try:
                 await self.plan_once()
-            except Exception:
-                # A bug must not silence the node: keep what is announced, say so, try again.
+                self.plan_error = None
+            except Exception as e:
+                # A bug must not silence the node: keep what is announced, say so (log,
+                # metric, readiness), try again.
                 PLAN_ERRORS.inc()
+                self.plan_error = f"{type(e).__name__}: {e}"
                 log.exception("planning failed; retrying in 1 s")
                 await asyncio.sleep(1.0)
                 self.dirty.set()
@@ -431,6 +437,8 @@ class Speaker:
         missing = [c.name for c in self.caches if not c.listed.is_set()]
         if missing:
             return f"caches not synced: {', '.join(missing)}"
+        if self.plan_error is not None:
+            return f"cannot plan: {self.plan_error}"
         return None if self.settled_at is not None else "meeting the other speakers"
 
 
@@ -460,6 +468,7 @@ async def run(settings: settings_.Settings) -> int:
         async with asyncio.TaskGroup() as tg:
             background = [tg.create_task(c.run()) for c in speaker.caches]
             background.append(tg.create_task(speaker.recorder.run()))
+            background.append(tg.create_task(speaker.state.run()))
             for c in speaker.caches:
                 await c.listed.wait()
             own_node = speaker.nodes.items.get(settings.node_name)
