@@ -6,9 +6,12 @@ server, a LAN client and a stranger host; each node's backend answers with the n
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import json
+import socket
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 
@@ -16,8 +19,9 @@ import pytest
 
 from ironlb.core import election
 from ironlb.k8s import client as k8s
+from ironlb.l2 import ethernet, frames
 from ironlb.lab import cluster as lab_cluster
-from ironlb.lab import components, topology
+from ironlb.lab import components, netns, topology
 from support import kube, traffic
 
 pytestmark = pytest.mark.e2e
@@ -144,6 +148,52 @@ async def kill_owner_and_measure(lab: Faults, ip: str, owner: str) -> tuple[floa
     return stream.failover(owner, new), timeline
 
 
+async def lb_service_at(
+    admin: k8s.Client, lab: Faults, namespace: str, name: str, node: str
+) -> str:
+    """A Service whose address (from the module's pool) `node` wins among all nodes."""
+    ip = next(
+        a for n in range(240, 248) if winner(a := f"198.18.0.{n}") == node and not used(lab, a)
+    )
+    annotations = {"metallb.io/loadBalancerIPs": ip}
+    await admin.create(k8s.SERVICES, kube.service(name, annotations=annotations), namespace)
+    components.endpoints(lab.cluster, namespace, name, [f"node-{i}" for i in NODES])
+    assert await kube.eventually(lambda: kube.ingress(admin, namespace, name)) == [ip]
+    return ip
+
+
+def used(lab: Faults, ip: str) -> bool:
+    out = lab.cluster.kubectl("get", "services", "-A", "-o", "json")
+    return any(
+        i.get("ip") == ip
+        for svc in json.loads(out)["items"]
+        for i in ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+    )
+
+
+async def condition(admin: k8s.Client, node: str, type_: str) -> dict[str, str] | None:
+    """One condition of a speaker's ConfigurationState, or None."""
+    try:
+        state = await admin.get(k8s.CONFIGURATION_STATES, f"speaker-{node}", kube.CONFIG_NS)
+    except k8s.ApiError:
+        return None
+    found = [c for c in (state.get("status") or {}).get("conditions") or [] if c["type"] == type_]
+    return found[0] if found else None
+
+
+@contextlib.contextmanager
+def port_taken(host: topology.Host, port: int = 179) -> Iterator[None]:
+    """Another daemon (Calico's BIRD, kube-router, a host FRR) listening on `port` of every
+    address of the node."""
+    sock = netns.socket_factory(host.ns.name)(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.bind(("0.0.0.0", port))
+        sock.listen()
+        yield
+    finally:
+        sock.close()
+
+
 def speaker_role_without_configurationstates(cluster: lab_cluster.Cluster) -> None:
     role = json.loads(
         cluster.kubectl("get", "role", "ironlb-speaker", "-n", kube.CONFIG_NS, "-o", "json")
@@ -187,3 +237,147 @@ async def test_survivors_take_over_while_the_api_server_is_stopped(
     assert gap is not None, f"nobody took over from {owner}: answers {timeline}"
     assert gap < FAILOVER, f"failover took {gap:.3f} s"
     print(f"failover with the API server stopped: {gap * 1000:.0f} ms")
+
+
+# --- defect 3: TCP 179 only when a peer needs it; taken -> reported, layer 2 goes on -----------
+
+
+async def test_a_node_whose_bgp_port_is_taken_keeps_announcing_layer2(
+    fresh: Faults, admin: k8s.Client, namespace: str
+) -> None:
+    lab = fresh
+    peer = {
+        "apiVersion": "metallb.io/v1beta2",
+        "kind": "BGPPeer",
+        "metadata": {"name": "faults-router", "namespace": kube.CONFIG_NS},
+        "spec": {
+            "myASN": 64512,
+            "peerASN": 64513,
+            "peerAddress": "198.18.0.1",
+            "nodeSelectors": [{"matchLabels": {"kubernetes.io/hostname": "node-1"}}],
+        },
+    }
+    with port_taken(lab.hosts[1]):
+        lab.speakers.pop(1).stop()
+        # No BGPPeer: a layer-2 node never touches the port.
+        lab.start_speakers((1,))
+        ip = await lb_service_at(admin, lab, namespace, "portless", "node-1")
+        assert lab.arp_owner_becomes(ip, "node-1") == "node-1"
+        # A BGPPeer selects the node: the port is taken, which is said, and nothing stops.
+        kube.apply(lab.cluster, peer)
+        try:
+            speaker = lab.speakers[1]
+            await kube.eventually(
+                lambda: speaker.metric("ironlb_bgp_listen_failed_bool") == 1,
+                blocking=True,
+                what="ironlb_bgp_listen_failed_bool == 1",
+            )
+            found = await kube.eventually(lambda: condition(admin, "node-1", "bgpPortAvailable"))
+            assert found["status"] == "False"
+            assert "port 179" in found["message"]
+            items, _ = await admin.list_all(k8s.EVENTS, "default")
+            notes = [
+                e["note"]
+                for e in items
+                if e.get("reason") == "BGPListenFailed" and e["regarding"]["name"] == "node-1"
+            ]
+            assert notes
+            assert "Address already in use" in notes[0]
+            assert speaker.alive
+            assert lab.arp_owner_becomes(ip, "node-1") == "node-1"
+            assert "Traceback" not in speaker.log_text()
+        finally:
+            lab.cluster.kubectl(
+                "delete", "bgppeer", "faults-router", "-n", kube.CONFIG_NS, "--ignore-not-found"
+            )
+
+
+# --- defect 4: membership starts when its Secret appears -----------------------------------------
+
+
+async def test_membership_starts_when_its_secret_appears_without_a_restart(
+    fresh: Faults, admin: k8s.Client, namespace: str
+) -> None:
+    lab = fresh
+    secret = f"late-{uuid.uuid4().hex[:8]}"
+    lab.restart_speakers(extra=(f"--membership-secret={secret}",))
+    ip = await lb_service(admin, lab, namespace, "late-key")
+    owner = winner(ip)
+    assert lab.arp_owner_becomes(ip, owner) == owner
+    # Until the Secret exists, the speakers say that failover is slow.
+    missing = {i: p.metric("ironlb_membership_key_missing_bool") for i, p in lab.speakers.items()}
+    before = await kube.eventually(lambda: condition(admin, owner, "membershipReady"))
+    try:
+        components.membership_secret(lab.cluster, name=secret)
+        for proc in lab.speakers.values():
+            await kube.eventually(
+                lambda p=proc: (p.metric("ironlb_membership_members", 'state="alive"') or 0) >= 2,
+                blocking=True,
+                what=f"{proc.name} meeting its peers",
+            )
+        assert lab.arp_owner_becomes(ip, owner) == owner
+        gap, timeline = await kill_owner_and_measure(lab, ip, owner)
+        assert gap is not None, f"nobody took over from {owner}: answers {timeline}"
+        assert gap < FAILOVER, f"failover took {gap:.3f} s"
+        print(f"failover once the membership Secret appeared: {gap * 1000:.0f} ms")
+    finally:
+        lab.cluster.kubectl("delete", "secret", secret, "-n", kube.CONFIG_NS, "--ignore-not-found")
+    assert missing == {i: 1 for i in NODES}
+    assert before["status"] == "False"
+    assert secret in before["message"]
+    survivor = winner(ip, others(owner))
+    after = await kube.eventually(lambda: condition(admin, survivor, "membershipReady"))
+    assert await kube.eventually(lambda: _status_is(admin, survivor, "membershipReady", "True")), (
+        after
+    )
+
+
+async def _status_is(admin: k8s.Client, node: str, type_: str, status: str) -> bool:
+    found = await condition(admin, node, type_)
+    return found is not None and found["status"] == status
+
+
+# --- defect 5: a flood of forged claims makes a bounded number of Events ------------------------
+
+FORGED = 1500
+
+
+def send_forged_claims(host: topology.Host, ip: str, count: int) -> None:
+    """`count` gratuitous ARP replies claiming `ip`, each from a different (local) MAC, sent
+    once each from `host`'s LAN interface."""
+    target = ipaddress.IPv4Address(ip)
+    with (
+        netns.entered(host.ns.name),
+        socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as sock,
+    ):
+        sock.bind((host.dev, 0))
+        for n in range(count):
+            mac = ethernet.MacAddress(bytes([0x02, 0x66, 0x00, 0x00, n >> 8, n & 0xFF]))
+            sock.send(frames.gratuitous_arp_reply(mac, target))
+
+
+async def test_a_flood_of_forged_claims_writes_a_bounded_number_of_events(
+    fresh: Faults, admin: k8s.Client, namespace: str
+) -> None:
+    lab = fresh
+    ip = await lb_service(admin, lab, namespace, "flooded")
+    owner = winner(ip)
+    assert lab.arp_owner_becomes(ip, owner) == owner
+    speaker = lab.speakers[int(owner[-1])]
+    counted = speaker.metric("ironlb_layer2_conflicts_total") or 0.0
+    await asyncio.to_thread(send_forged_claims, lab.stranger, ip, FORGED)
+    # Every claim that reached the node is still detected and counted.
+    await kube.eventually(
+        lambda: (speaker.metric("ironlb_layer2_conflicts_total") or 0.0) >= counted + FORGED / 2,
+        blocking=True,
+        what="the forged claims counted",
+    )
+    await asyncio.sleep(3.0)  # what the recorder would write, it has written by now
+    items, _ = await admin.list_all(k8s.EVENTS, namespace)
+    conflicts = [e for e in items if e.get("reason") == "AddressConflict"]
+    occurrences = sum((e.get("series") or {}).get("count", 1) for e in conflicts)
+    assert 1 <= len(conflicts) <= 5, len(conflicts)
+    assert occurrences <= 5, occurrences
+    suppressed = speaker.metric("ironlb_layer2_conflict_events_suppressed_total") or 0.0
+    assert suppressed >= FORGED / 2 - 5
+    assert speaker.alive
