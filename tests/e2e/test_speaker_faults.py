@@ -181,6 +181,16 @@ async def condition(admin: k8s.Client, node: str, type_: str) -> dict[str, str] 
     return found[0] if found else None
 
 
+async def listen_failures(admin: k8s.Client, node: str) -> list[str]:
+    """Notes of the BGPListenFailed Events about Node `node` (cluster-scoped: in "default")."""
+    items, _ = await admin.list_all(k8s.EVENTS, "default")
+    return [
+        e.get("note", "")
+        for e in items
+        if e.get("reason") == "BGPListenFailed" and (e.get("regarding") or {}).get("name") == node
+    ]
+
+
 @contextlib.contextmanager
 def port_taken(host: topology.Host, port: int = 179) -> Iterator[None]:
     """Another daemon (Calico's BIRD, kube-router, a host FRR) listening on `port` of every
@@ -257,8 +267,8 @@ async def test_a_node_whose_bgp_port_is_taken_keeps_announcing_layer2(
             "nodeSelectors": [{"matchLabels": {"kubernetes.io/hostname": "node-1"}}],
         },
     }
+    lab.speakers.pop(1).stop()
     with port_taken(lab.hosts[1]):
-        lab.speakers.pop(1).stop()
         # No BGPPeer: a layer-2 node never touches the port.
         lab.start_speakers((1,))
         ip = await lb_service_at(admin, lab, namespace, "portless", "node-1")
@@ -275,13 +285,7 @@ async def test_a_node_whose_bgp_port_is_taken_keeps_announcing_layer2(
             found = await kube.eventually(lambda: condition(admin, "node-1", "bgpPortAvailable"))
             assert found["status"] == "False"
             assert "port 179" in found["message"]
-            items, _ = await admin.list_all(k8s.EVENTS, "default")
-            notes = [
-                e["note"]
-                for e in items
-                if e.get("reason") == "BGPListenFailed" and e["regarding"]["name"] == "node-1"
-            ]
-            assert notes
+            notes = await kube.eventually(lambda: listen_failures(admin, "node-1"))
             assert "Address already in use" in notes[0]
             assert speaker.alive
             assert lab.arp_owner_becomes(ip, "node-1") == "node-1"
@@ -306,7 +310,7 @@ async def test_membership_starts_when_its_secret_appears_without_a_restart(
     assert lab.arp_owner_becomes(ip, owner) == owner
     # Until the Secret exists, the speakers say that failover is slow.
     missing = {i: p.metric("ironlb_membership_key_missing_bool") for i, p in lab.speakers.items()}
-    before = await kube.eventually(lambda: condition(admin, owner, "membershipReady"))
+    before = await condition(admin, owner, "membershipReady")
     try:
         components.membership_secret(lab.cluster, name=secret)
         for proc in lab.speakers.values():
@@ -323,6 +327,7 @@ async def test_membership_starts_when_its_secret_appears_without_a_restart(
     finally:
         lab.cluster.kubectl("delete", "secret", secret, "-n", kube.CONFIG_NS, "--ignore-not-found")
     assert missing == {i: 1 for i in NODES}
+    assert before is not None
     assert before["status"] == "False"
     assert secret in before["message"]
     survivor = winner(ip, others(owner))
@@ -367,8 +372,9 @@ async def test_a_flood_of_forged_claims_writes_a_bounded_number_of_events(
     counted = speaker.metric("ironlb_layer2_conflicts_total") or 0.0
     await asyncio.to_thread(send_forged_claims, lab.stranger, ip, FORGED)
     # Every claim that reached the node is still detected and counted.
+    # (Some frames of the burst may overflow the socket's buffer: the kernel drops them.)
     await kube.eventually(
-        lambda: (speaker.metric("ironlb_layer2_conflicts_total") or 0.0) >= counted + FORGED / 2,
+        lambda: (speaker.metric("ironlb_layer2_conflicts_total") or 0.0) >= counted + 100,
         blocking=True,
         what="the forged claims counted",
     )
@@ -378,6 +384,10 @@ async def test_a_flood_of_forged_claims_writes_a_bounded_number_of_events(
     occurrences = sum((e.get("series") or {}).get("count", 1) for e in conflicts)
     assert 1 <= len(conflicts) <= 5, len(conflicts)
     assert occurrences <= 5, occurrences
+    claims = (speaker.metric("ironlb_layer2_conflicts_total") or 0.0) - counted
     suppressed = speaker.metric("ironlb_layer2_conflict_events_suppressed_total") or 0.0
-    assert suppressed >= FORGED / 2 - 5
+    assert suppressed >= claims - len(conflicts), (claims, suppressed)
+    print(
+        f"{claims:.0f} forged claims counted: {len(conflicts)} Events, {suppressed:.0f} suppressed"
+    )
     assert speaker.alive
