@@ -267,7 +267,9 @@ async def _owner_dies(
     index = int(owner[-1])
     assert topology.answer(l2lab.client, ip) == owner
     await asyncio.sleep(1.5)  # past the takeover's gratuitous repeats: a steady state
-    stream = traffic.Stream(l2lab.client.ns.name, ip, count=300, interval=0.01).start()
+    # Bounded (15 s at most), stopped 1.5 s after the link went down: the stream covers the
+    # whole shutdown, however long it takes, and the time a failover would need after it.
+    stream = traffic.Stream(l2lab.client.ns.name, ip, count=1500, interval=0.01).start()
     speaker, host = l2lab.speakers.pop(index), l2lab.hosts[index]
 
     def shut_down() -> int | None:
@@ -280,7 +282,8 @@ async def _owner_dies(
         code = await asyncio.to_thread(shut_down)
         if graceful:
             assert code == 0, speaker.log_text()[-2000:]
-        await asyncio.to_thread(stream.join)
+        await asyncio.sleep(1.5)
+        await asyncio.to_thread(stream.stop)
     finally:
         stream.stop()
         host.ns.ip("link", "set", "eth0", "up")
@@ -295,15 +298,30 @@ async def test_graceful_shutdown_of_the_owner_loses_no_request_and_a_crash_does(
     l2lab: L2Lab, admin: k8s.Client, namespace: str
 ) -> None:
     stream, owner = await _owner_dies(l2lab, admin, namespace, "rolling", graceful=True)
-    # Not one request lost, of any kind: the new owner took every address before the old one
-    # stopped answering, and nothing was left on the old node when its link went down.
-    assert stream.lost == 0, (stream.errors, _timeline(stream))
-    print(f"SIGTERM of {owner}: lost 0 of {len(stream.results)}")
+    # No request unanswered, refused, cut short or failed: the new owner took the address
+    # before the old one stopped answering, and nothing was left on the old node when its
+    # link went down. The one failure any layer-2 move may cause is a reset of the
+    # connections open at the very instant the client switches (the new node never saw them
+    # start: README): counted, and allowed only there, within 100 ms before the first answer
+    # from the new owner.
+    resets = stream.errors.get("reset", 0)
+    assert stream.lost - resets == 0, (stream.errors, _timeline(stream))
+    new = winner_of(stream, owner)
+    switch = next(t for t, body in stream.results if body == new)
+    failed = [t for t, body in stream.results if body is None]
+    assert all(switch - 0.1 <= t <= switch for t in failed), (failed, switch, _timeline(stream))
+    print(f"SIGTERM of {owner}: lost {stream.lost} of {len(stream.results)} {stream.errors}")
     crashed, owner = await _owner_dies(l2lab, admin, namespace, "crashing", graceful=False)
-    # The same without the handover: the requests sent while nobody answered are lost (the
-    # test would not see a handover that does nothing).
-    assert crashed.lost > 0, _timeline(crashed)
+    # The same without the handover loses the requests sent while nobody answered: the test
+    # sees a handover that hands over nothing.
+    assert crashed.errors.get("timeout", 0) > 0, (crashed.errors, _timeline(crashed))
+    assert crashed.lost > 1, (crashed.errors, _timeline(crashed))
     print(f"SIGKILL of {owner}: lost {crashed.lost} of {len(crashed.results)} {crashed.errors}")
+
+
+def winner_of(stream: traffic.Stream, old: str) -> str:
+    """The node that answered after `old`."""
+    return next(b for b in stream.answered_by() if b and b != old)
 
 
 def _others(node: str) -> tuple[int, ...]:
@@ -393,6 +411,14 @@ async def test_a_speaker_with_the_wrong_key_cannot_join(
         cluster, 4, wait=False, extra=("--membership-secret=wrong-key",)
     )
     try:
+        # Running (not ready: it may never be, isolated): a loaded machine can take seconds
+        # to start a process, which the timings below do not allow for.
+        await kube.eventually(
+            lambda: intruder.get("/healthz")[0] == 200,
+            within=60,
+            blocking=True,
+            what="the intruder serving",
+        )
         # A free address node-4 would win if it were a member.
         items, _ = await admin.list_all(k8s.SERVICES)
         used = {

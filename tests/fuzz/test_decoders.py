@@ -26,7 +26,7 @@ from ironlb.l2 import errors as l2_errors
 from ironlb.membership import model as member_model
 from ironlb.membership import wire
 
-EXAMPLES = int(os.environ.get("IRONLB_FUZZ_EXAMPLES", "3000"))
+EXAMPLES = int(os.environ.get("IRONLB_FUZZ_EXAMPLES", "2000"))
 fuzz = settings(
     max_examples=EXAMPLES,
     deadline=None,
