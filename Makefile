@@ -21,13 +21,14 @@ APT_PACKAGES := iproute2 iputils-ping arping curl ca-certificates nftables tcpdu
 # running it in a throwaway containerd with runc.
 APT_PACKAGES += mmdebstrap umoci containerd runc
 
-.PHONY: help test lab lab-down lab-status check unit deps apt venv kube image crds bench-quick clean
+.PHONY: help test lab lab-down lab-status check unit fuzz deps apt venv kube image crds bench-quick clean
 
 help:
 	@echo "make lab     bring up a lab cluster (API server, nodes, controller, speakers, router)"
 	@echo "make test    install what is needed, then run every check and the whole test suite"
 	@echo "make lab-down / lab-status / check (lint+types only) / unit (unit tests only)"
 	@echo "make image   build ironlb's OCI image archive (no Docker needed; prints its path)"
+	@echo "make fuzz    every network decoder fed 10^6 random and corrupted inputs (hours)"
 
 test: deps check
 	$(BIN)/pytest tests
@@ -41,6 +42,12 @@ check: venv
 
 unit: venv
 	$(BIN)/pytest tests/unit
+
+# The decoders' fuzz tests run in `make test` with a bounded number of inputs; this runs 10^6
+# per decoder (FUZZ_EXAMPLES=... to choose).
+FUZZ_EXAMPLES ?= 1000000
+fuzz: venv
+	IRONLB_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -p no:cacheprovider tests/fuzz
 
 lab: deps
 	$(BIN)/ironlb lab up

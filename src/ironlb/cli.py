@@ -19,6 +19,7 @@ import click
 
 from ironlb.controller import main as controller_main
 from ironlb.controller import settings as controller_settings
+from ironlb.core import settings as core_settings
 from ironlb.lab import netns, playground
 from ironlb.speaker import main as speaker_main
 from ironlb.speaker import settings as speaker_settings
@@ -32,12 +33,18 @@ def cli() -> None:
     """ironlb: a bare-metal load balancer for Kubernetes."""
 
 
+def _patterns(_ctx: click.Context, _param: click.Parameter, value: Any) -> tuple[str, ...]:
+    """A repeatable list option: each value may itself hold several, comma-separated."""
+    return tuple(p for v in value or () for p in core_settings.split_patterns(v))
+
+
 def settings_options(cls: type[Any]) -> Callable[[Callable[..., None]], Callable[..., None]]:
     """Decorate a command with one option per field of a settings dataclass."""
 
     def decorate(fn: Callable[..., None]) -> Callable[..., None]:
         for f in reversed(dataclasses.fields(cls)):
             kind = str(f.type).replace(" | None", "")
+            many = kind.startswith("tuple[")
             click_type = {"int": int, "float": float, "bool": bool}.get(kind, str)
             default = None if f.default is dataclasses.MISSING else f.default
             flag = "--" + f.name.replace("_", "-")
@@ -48,6 +55,8 @@ def settings_options(cls: type[Any]) -> Callable[[Callable[..., None]], Callable
                 f.name,
                 type=click_type,
                 default=default,
+                multiple=many,
+                callback=_patterns if many else None,
                 show_default=default is not None,
                 help=f.metadata.get("help", ""),
                 show_envvar=True,
@@ -58,7 +67,19 @@ def settings_options(cls: type[Any]) -> Callable[[Callable[..., None]], Callable
 
 
 def _settings(cls: type[T], values: dict[str, Any]) -> T:
-    return cls(**{k: v for k, v in values.items() if v is not None})
+    """Build (and so validate) a settings object; a bad value is one line naming the flag and
+    its environment variable, and exit status 2 (as click's own usage errors)."""
+    try:
+        return cls(**{k: v for k, v in values.items() if v is not None})
+    except core_settings.SettingError as e:
+        ctx = click.get_current_context()
+        raise click.UsageError(f"invalid {_flag_and_env(ctx, e.field)}: {e.problem}", ctx) from None
+
+
+def _flag_and_env(ctx: click.Context, name: str) -> str:
+    flag = "--" + name.replace("_", "-")
+    prefix = ctx.auto_envvar_prefix
+    return f"{flag} ({prefix}_{name.upper()})" if prefix else flag
 
 
 _log_format = click.option(
@@ -193,7 +214,28 @@ def _exec(argv: list[str]) -> None:
 
 
 def main() -> None:
-    cli(auto_envvar_prefix="IRONLB")
+    """Run the CLI; a usage error or a bad setting is one line on stderr, without the usage
+    text, and exit status 2."""
+    try:
+        cli.main(prog_name="ironlb", auto_envvar_prefix="IRONLB", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted!", err=True)
+        sys.exit(1)
+    except click.ClickException as e:
+        click.echo(f"{_command_path(e)}: {_message(e)}", err=True)
+        sys.exit(e.exit_code)
+
+
+def _command_path(e: click.ClickException) -> str:
+    ctx = getattr(e, "ctx", None)
+    return ctx.command_path if isinstance(ctx, click.Context) else "ironlb"
+
+
+def _message(e: click.ClickException) -> str:
+    """click's message, naming the environment variable a bad value came from."""
+    if isinstance(e, click.BadParameter) and e.ctx is not None and e.param is not None:
+        return f"invalid {_flag_and_env(e.ctx, e.param.name or '')}: {e.message}"
+    return e.format_message()
 
 
 if __name__ == "__main__":

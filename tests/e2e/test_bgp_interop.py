@@ -21,7 +21,10 @@ from typing import TypeVar
 import pytest
 
 from ironlb.bgp import attributes, families, fsm, rib, session, speaker
+from ironlb.core import announce as announce_core
+from ironlb.core import config, election, model
 from ironlb.lab import netns, routers, topology
+from ironlb.speaker import bgp as bgp_shell
 from support.poll import eventually
 
 pytestmark = pytest.mark.e2e
@@ -285,12 +288,90 @@ async def test_md5_session_needs_the_right_password(env: Env) -> None:
         assert next_hops(await asyncio.to_thread(paths_of(env, SERVICE_V4))) == {good.ipv4}
 
 
-async def test_an_aggregated_route_appears_as_its_aggregate(env: Env) -> None:
+def _object(kind: str, name: str, spec: dict[str, object]) -> object:
+    version = "v1beta2" if kind == "BGPPeer" else "v1beta1"
+    return config.parse(
+        {
+            "apiVersion": f"metallb.io/{version}",
+            "kind": kind,
+            "metadata": {"name": name, "namespace": "metallb-system"},
+            "spec": spec,
+        }
+    )
+
+
+def aggregated_plan(node: str, ips: Sequence[str]) -> dict[families.Prefix, rib.RouteAttributes]:
+    """What a speaker on `node` sends its router for Services at `ips` (host addresses) under
+    a BGPAdvertisement with aggregationLength 24: `core.announce.bgp` decides, as in the
+    speaker process."""
+    services = [
+        model.parse_service(
+            {
+                "metadata": {"name": f"svc-{n}", "namespace": "default"},
+                "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]},
+                "status": {"loadBalancer": {"ingress": [{"ip": ip}]}},
+            }
+        )
+        for n, ip in enumerate(ips)
+    ]
+    endpoints = {
+        s.key: (
+            model.parse_endpoint_slice(
+                {
+                    "metadata": {
+                        "name": f"{s.name}-x",
+                        "namespace": "default",
+                        "labels": {"kubernetes.io/service-name": s.name},
+                    },
+                    "addressType": "IPv4",
+                    "endpoints": [
+                        {"addresses": ["198.19.1.5"], "nodeName": node, "conditions": {}}
+                    ],
+                }
+            ),
+        )
+        for s in services
+    }
+    cfg = config.Config.from_objects(
+        [
+            _object("IPAddressPool", "routed", {"addresses": ["203.0.113.0/24"]}),
+            _object("BGPAdvertisement", "aggregate", {"aggregationLength": 24}),
+            _object(
+                "BGPPeer",
+                "router",
+                {"myASN": 65001, "peerASN": ROUTER_ASN, "peerAddress": ROUTER_V4},
+            ),
+        ]
+    )
+    nodes = {
+        node: model.parse_node(
+            {"metadata": {"name": node, "labels": {"kubernetes.io/hostname": node}}}
+        )
+    }
+    view = announce_core.View(
+        services={s.key: s for s in services},
+        endpoints=endpoints,
+        nodes=nodes,
+        config=cfg,
+        live={election.NodeName(node): announce_core.Health()},
+    )
+    plan = announce_core.bgp(view, node)
+    return {prefix: bgp_shell.route_attributes(r) for prefix, r in plan.routes["router"].items()}
+
+
+async def test_host_routes_under_an_aggregation_length_reach_the_router_as_their_aggregate(
+    env: Env,
+) -> None:
     await asyncio.to_thread(env.router.configure, routers.RouterConfig(ROUTER_ASN, neighbors(V4)))
     aggregate = ipaddress.ip_network("203.0.113.0/24")
+    hosts = ["203.0.113.10", "203.0.113.20", "203.0.113.130"]
     configs = {i: [peer_config(h, i, V4)] for i, h in env.nodes.items()}
     async with running(env, configs) as nodes:
-        announce(nodes, aggregate, rib.RouteAttributes())
+        for i, node in nodes.items():
+            routes = aggregated_plan(f"node-{i}", hosts)
+            assert set(routes) == {aggregate}  # three /32s, one /24
+            for p in node.peers:
+                p.set_routes(V4, routes)
         await all_established(nodes)
         await eventually(
             lambda: next_hops(paths_of(env, aggregate)()) == {h.ipv4 for h in env.nodes.values()},
@@ -298,7 +379,9 @@ async def test_an_aggregated_route_appears_as_its_aggregate(env: Env) -> None:
             f"{aggregate} via every node",
             blocking=True,
         )
-        assert str(SERVICE_V4) not in await asyncio.to_thread(env.router.routes, V4)
+        table = await asyncio.to_thread(env.router.routes, V4)
+        for ip in hosts:
+            assert f"{ip}/32" not in table
 
 
 @contextlib.contextmanager

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import itertools
 import time
 from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass, field
@@ -74,6 +73,11 @@ class L2Lab:
     def arp_owner(self, ip: str) -> str | None:
         self.client.ns.run("ip", "neigh", "flush", "all", check=False)
         return self.node_of(self.client.ns.arping(ip, "eth0", count=2, timeout=1))
+
+    def answering_macs(self, ip: str, within: float) -> set[str]:
+        """Every MAC answering ARP for `ip` during `within` seconds (negative checks)."""
+        self.client.ns.run("ip", "neigh", "flush", "all", check=False)
+        return self.client.ns.arping_all(ip, "eth0", count=int(within) + 1, timeout=within)
 
     def arp_owner_becomes(self, ip: str, expected: str | None, within: float = 5.0) -> str | None:
         """Who answers ARP for `ip` once it is `expected` (or when `within` runs out)."""
@@ -251,30 +255,73 @@ async def test_killed_owner_is_replaced_by_another_node(
     assert l2lab.arp_owner_becomes(ip, owner) == owner
 
 
-async def test_graceful_restart_of_the_owner_loses_no_request(
-    l2lab: L2Lab, admin: k8s.Client, namespace: str
-) -> None:
-    (ip,) = await lb_service(admin, l2lab, namespace, "rolling")
-    owner = await kube.eventually(lambda: l2_status_node(admin, namespace, "rolling"))
+async def _owner_dies(
+    l2lab: L2Lab, admin: k8s.Client, namespace: str, name: str, *, graceful: bool
+) -> tuple[traffic.Stream, str]:
+    """The owner of a new Service's address goes away while a client sends a request every
+    10 ms: its speaker gets SIGTERM (graceful) or SIGKILL, and the node's link goes down the
+    moment the speaker has exited, as when the node shuts down, so nothing still reaches it.
+    The node comes back only after the stream has ended."""
+    (ip,) = await lb_service(admin, l2lab, namespace, name)
+    owner = await kube.eventually(lambda: l2_status_node(admin, namespace, name))
     index = int(owner[-1])
     assert topology.answer(l2lab.client, ip) == owner
-    stream = traffic.Stream(l2lab.client.ns.name, ip, count=300, interval=0.01).start()
-    await asyncio.sleep(0.5)
-    code = await asyncio.to_thread(l2lab.speakers.pop(index).stop)
-    assert code == 0
-    await asyncio.sleep(1.0)
-    l2lab.start_speakers((index,))
-    await asyncio.to_thread(stream.join)
-    answers = [b for b in stream.answered_by() if b]
-    moves = sum(1 for a, b in itertools.pairwise(answers) if a != b)
-    assert set(answers) == {owner, winner(ip, _others(owner))}
-    # Nobody is ever left without an answer: no timeouts, nothing refused.
-    assert stream.errors.get("timeout", 0) == 0, stream.errors
-    assert stream.errors.get("refused", 0) == 0, stream.errors
-    # A connection open at the very instant the address moves is reset by the new owner (the
-    # rest of it reaches a node that never saw it start): inherent to any layer-2 move, at most
-    # one per move here since each request lasts about a millisecond.
-    assert stream.errors.get("reset", 0) <= moves, (stream.errors, moves)
+    await asyncio.sleep(1.5)  # past the takeover's gratuitous repeats: a steady state
+    # Bounded (15 s at most), stopped 1.5 s after the link went down: the stream covers the
+    # whole shutdown, however long it takes, and the time a failover would need after it.
+    stream = traffic.Stream(l2lab.client.ns.name, ip, count=1500, interval=0.01).start()
+    speaker, host = l2lab.speakers.pop(index), l2lab.hosts[index]
+
+    def shut_down() -> int | None:
+        code = speaker.stop() if graceful else speaker.kill()
+        host.ns.ip("link", "set", "eth0", "down")
+        return code
+
+    try:
+        await asyncio.sleep(0.5)
+        code = await asyncio.to_thread(shut_down)
+        if graceful:
+            assert code == 0, speaker.log_text()[-2000:]
+        await asyncio.sleep(1.5)
+        await asyncio.to_thread(stream.stop)
+    finally:
+        stream.stop()
+        host.ns.ip("link", "set", "eth0", "up")
+        l2lab.start_speakers((index,))
+    assert stream.lost == stream.failures, (stream.errors, stream.failures)
+    answers = {b for b in stream.answered_by() if b}
+    assert answers == {owner, winner(ip, _others(owner))}, _timeline(stream)
+    return stream, owner
+
+
+async def test_graceful_shutdown_of_the_owner_loses_no_request_and_a_crash_does(
+    l2lab: L2Lab, admin: k8s.Client, namespace: str
+) -> None:
+    stream, owner = await _owner_dies(l2lab, admin, namespace, "rolling", graceful=True)
+    # No request unanswered, refused, cut short or failed: the new owner took the address
+    # before the old one stopped answering, and nothing was left on the old node when its
+    # link went down. The one failure any layer-2 move may cause is a reset of the
+    # connections open at the very instant the client switches (the new node never saw them
+    # start: README): counted, and allowed only there, within 100 ms before the first answer
+    # from the new owner.
+    resets = stream.errors.get("reset", 0)
+    assert stream.lost - resets == 0, (stream.errors, _timeline(stream))
+    new = winner_of(stream, owner)
+    switch = next(t for t, body in stream.results if body == new)
+    failed = [t for t, body in stream.results if body is None]
+    assert all(switch - 0.1 <= t <= switch for t in failed), (failed, switch, _timeline(stream))
+    print(f"SIGTERM of {owner}: lost {stream.lost} of {len(stream.results)} {stream.errors}")
+    crashed, owner = await _owner_dies(l2lab, admin, namespace, "crashing", graceful=False)
+    # The same without the handover loses the requests sent while nobody answered: the test
+    # sees a handover that hands over nothing.
+    assert crashed.errors.get("timeout", 0) > 0, (crashed.errors, _timeline(crashed))
+    assert crashed.lost > 1, (crashed.errors, _timeline(crashed))
+    print(f"SIGKILL of {owner}: lost {crashed.lost} of {len(crashed.results)} {crashed.errors}")
+
+
+def winner_of(stream: traffic.Stream, old: str) -> str:
+    """The node that answered after `old`."""
+    return next(b for b in stream.answered_by() if b and b != old)
 
 
 def _others(node: str) -> tuple[int, ...]:
@@ -304,8 +351,8 @@ async def test_node_selectors_and_interfaces_of_the_advertisement(
     # An advertisement limited to an interface no node has: nobody answers.
     iface = {"metallb.io/address-pool": "l2-iface"}
     (quiet,) = await lb_service(admin, l2lab, namespace, "iface", annotations=iface)
-    await asyncio.sleep(0.5)
-    assert l2lab.arp_owner(quiet) is None
+    # Asked for over more than the first-time probe (0.5 s) and a takeover: nobody, ever.
+    assert l2lab.answering_macs(quiet, within=2.0) == set()
     assert await l2_status_node(admin, namespace, "iface") is None
 
 
@@ -346,7 +393,8 @@ async def test_an_address_a_stranger_uses_is_not_announced_and_the_event_says_wh
             lambda: kube.reasons(admin, namespace, "squatted", "AddressInUse"), within=10
         )
         assert l2lab.stranger.mac in notes[0]
-        assert l2lab.client.ns.arping(ip, "eth0", count=2, timeout=1) == l2lab.stranger.mac
+        # Only the stranger answers, however long one asks (past the probe and a retry).
+        assert l2lab.answering_macs(ip, within=2.0) == {l2lab.stranger.mac}
         assert await l2_status_node(admin, namespace, "squatted") is None
     finally:
         l2lab.stranger.ns.ip("addr", "del", "198.18.0.230/24", "dev", "eth0", check=False)
@@ -363,6 +411,14 @@ async def test_a_speaker_with_the_wrong_key_cannot_join(
         cluster, 4, wait=False, extra=("--membership-secret=wrong-key",)
     )
     try:
+        # Running (not ready: it may never be, isolated): a loaded machine can take seconds
+        # to start a process, which the timings below do not allow for.
+        await kube.eventually(
+            lambda: intruder.get("/healthz")[0] == 200,
+            within=60,
+            blocking=True,
+            what="the intruder serving",
+        )
         # A free address node-4 would win if it were a member.
         items, _ = await admin.list_all(k8s.SERVICES)
         used = {
@@ -415,9 +471,7 @@ async def test_an_owner_whose_nic_loses_carrier_gives_the_address_up_and_settles
         l2lab.cluster.lab.switch.ip("link", "set", port, "up")
     # Carrier back: the node meets its peers again and takes its address back, alone.
     assert l2lab.arp_owner_becomes(ip, owner, within=10) == owner
-    await asyncio.sleep(1.0)
-    macs = {l2lab.client.ns.arping(ip, "eth0", count=1, timeout=0.5) for _ in range(5)}
-    assert macs == {l2lab.hosts[index].mac}
+    assert l2lab.answering_macs(ip, within=2.0) == {l2lab.hosts[index].mac}
 
 
 async def test_gratuitous_announcements_are_refreshed_when_asked(

@@ -201,6 +201,40 @@ async def test_other_classes_are_left_alone_and_type_change_clears_status(
     assert await kube.eventually(lambda: kube.ingress_is(admin, namespace, "ours", []))
 
 
+async def test_a_refused_sharer_is_reconsidered_when_the_holder_changes(
+    cluster: lab_cluster.Cluster, admin: k8s.Client, namespace: str
+) -> None:
+    """MetalLB's "should reconsider services when sharing the ip and conditions change"."""
+    kube.apply(cluster, kube.pool("reconsider", "198.51.100.88/30", namespaces=(namespace,)))
+    key = {"metallb.io/allow-shared-ip": "key-r"}
+    await admin.create(
+        k8s.SERVICES,
+        kube.service("holder", annotations=key, externalTrafficPolicy="Local"),
+        namespace,
+    )
+    (ip,) = await kube.eventually(lambda: kube.ingress(admin, namespace, "holder"))
+    wanted = {**key, "metallb.io/loadBalancerIPs": ip}
+    await admin.create(
+        k8s.SERVICES,
+        kube.service("sharer", ports=(443,), annotations=wanted, externalTrafficPolicy="Cluster"),
+        namespace,
+    )
+    # Local and Cluster cannot share an address: refused, and told why.
+    refused = await kube.eventually(
+        lambda: kube.reasons(admin, namespace, "sharer", "AllocationFailed")
+    )
+    assert "holder" in refused[0]
+    assert await kube.ingress(admin, namespace, "sharer") == []
+    # The holder changes so that the two can share: the refused one is reconsidered at once.
+    await admin.patch(
+        k8s.SERVICES, "holder", {"spec": {"externalTrafficPolicy": "Cluster"}}, namespace
+    )
+    assert await kube.eventually(
+        lambda: kube.ingress_is(admin, namespace, "sharer", [ip]), within=5
+    )
+    assert await kube.ingress(admin, namespace, "holder") == [ip]
+
+
 def test_webhook_rejects_an_overlapping_pool_via_kubectl(
     cluster: lab_cluster.Cluster, namespace: str
 ) -> None:

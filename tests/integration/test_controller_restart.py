@@ -27,11 +27,18 @@ class History:
 
     def __init__(self) -> None:
         self.seen: dict[str, list[tuple[str, ...]]] = defaultdict(list)
+        self.since_mark: set[str] = set()
+        """Services seen (by a watch event or a relist) since `mark()`."""
+        self.relists = 0
+
+    def mark(self) -> None:
+        self.since_mark = set()
 
     def record(self, obj: k8s.Obj) -> None:
         ingress = ((obj.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
         ips = tuple(i["ip"] for i in ingress)
         name = obj["metadata"]["name"]
+        self.since_mark.add(name)
         if ips and (not self.seen[name] or self.seen[name][-1] != ips):
             self.seen[name].append(ips)
 
@@ -58,7 +65,21 @@ async def recording(admin: k8s.Client, namespace: str) -> AsyncIterator[History]
                     rv = event.object["metadata"].get("resourceVersion", rv)
                     if event.type != "BOOKMARK":
                         history.record(event.object)
-            except (k8s.ApiError, k8s.Unreachable):
+            except k8s.ApiError as e:
+                if not e.gone:
+                    await asyncio.sleep(0.2)
+                    continue
+                # 410: events since rv are gone; a fresh list is the only way to see the
+                # current state (retrying rv would fail forever and see nothing more).
+                try:
+                    items, rv = await admin.list_all(k8s.SERVICES, namespace)
+                except (k8s.ApiError, k8s.Unreachable):
+                    await asyncio.sleep(0.2)
+                    continue
+                history.relists += 1
+                for item in items:
+                    history.record(item)
+            except k8s.Unreachable:
                 await asyncio.sleep(0.2)  # the API server is restarting: resume from rv
 
     task = asyncio.create_task(follow())
@@ -146,11 +167,26 @@ async def test_api_server_restart_resumes_watches_without_moving_anything(
     async with recording(admin, namespace) as history:
         await create_all(admin, namespace, before)
         await kube.eventually(lambda: all_assigned(admin, namespace, 10))
+        history.mark()
         cluster.control_plane.restart_apiserver()
         after = [f"after-{i}" for i in range(10)]
         await create_all(admin, namespace, after)
         await kube.eventually(lambda: all_assigned(admin, namespace, 20), within=30)
+        # The recorder still sees everything after the restart (else the history it checks
+        # would be stale): every Service, touched now, shows up through its watch, or in the
+        # fresh list a 410 (events since its resourceVersion gone) makes it take.
+        for name in [*before, *after]:
+            await admin.patch(
+                k8s.SERVICES, name, {"metadata": {"annotations": {"touched": "yes"}}}, namespace
+            )
+        await kube.eventually(
+            lambda: history.since_mark >= {*before, *after},
+            within=15,
+            what=f"every Service seen after the restart (relists on 410: {history.relists})",
+        )
         await asyncio.sleep(0.5)
+    assert len(history.seen) == 20
+    assert all(len(history.seen[name]) == 1 for name in after), dict(history.seen)
     history.assert_stable_and_unique()
     assert ctl.alive
     restarts = ctl.metric("ironlb_k8s_watch_restarts_total", 'resource="services"')

@@ -50,7 +50,9 @@ class Stream:
     results: list[tuple[float, str | None]] = field(default_factory=list)
     errors: dict[str, int] = field(default_factory=dict)
     """Failures by kind: `timeout` (nobody answered), `reset` (a connection cut mid-way, as
-    when the address moves while the connection is open), `refused`, `error`."""
+    when the address moves while the connection is open), `refused`, `error` (any other
+    socket error), `empty` (closed without an answer), `status` (an answer other than 200).
+    Every request whose body is None is counted in exactly one kind."""
     _thread: threading.Thread | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
 
@@ -83,7 +85,12 @@ class Stream:
                     data = await reader.read()
                 finally:
                     writer.close()
-            slots[i] = (slots[i][0], _body(data))
+            body = _body(data)
+            slots[i] = (slots[i][0], body)
+            if not data:
+                self._failed("empty")
+            elif body is None:
+                self._failed("status")
         except TimeoutError:
             self._failed("timeout")
         except ConnectionResetError:
@@ -106,7 +113,13 @@ class Stream:
 
     @property
     def failures(self) -> int:
+        """Requests that got no 200 answer, whatever the reason (once the stream is done)."""
         return sum(1 for _, body in self.results if body is None)
+
+    @property
+    def lost(self) -> int:
+        """Failed requests, every kind counted (see `errors`)."""
+        return sum(self.errors.values())
 
     def answered_by(self) -> list[str | None]:
         return [body for _, body in self.results]

@@ -16,8 +16,10 @@ Invariants:
   over (MetalLB's alerts read them on every replica); only the leader applies and reports.
 - An address is never written into one Service's status while another Service's status still
   shows it (unless the two may share it): when addresses move, the clearing write lands first.
-- A Service that could not get an address is retried whenever addresses are freed or the
-  configuration changes.
+- A Service that could not get an address is retried whenever addresses are freed, the
+  configuration changes, or another Service it contends with changes (same sharing key, or an
+  address one asks for and the other asks for or shows: `alloc.contended`), as MetalLB
+  reconsiders a Service refused a shared address once its sharer has become compatible.
 """
 
 from __future__ import annotations
@@ -79,6 +81,7 @@ class Allocations:
         self._observed: dict[model.ServiceKey, tuple[addresses.IP, ...]] = {}
         self._shown_by: dict[addresses.IP, set[model.ServiceKey]] = {}
         self._failed: set[model.ServiceKey] = set()
+        self._contended: dict[model.ServiceKey, frozenset[str]] = {}
         self._waiting_since: dict[model.ServiceKey, float] = {}
         self._retries: dict[model.ServiceKey, backoff.Backoff] = {}
         self._dirty_pools: set[config.PoolName] = set()
@@ -106,8 +109,21 @@ class Allocations:
             self._observed[skey] = shown
             for ip in shown:
                 self._shown_by.setdefault(ip, set()).add(skey)
+        before = self._contended.pop(skey, frozenset())
+        now = alloc.contended(svc) if svc is not None else frozenset()
+        if now:
+            self._contended[skey] = now
         if self.allocator is not None:
             self.queue.add(skey)
+            self._reconsider(skey, before | now)
+
+    def _reconsider(self, changed: model.ServiceKey, tokens: frozenset[str]) -> None:
+        """Re-queue the Services refused an address that contend with `changed`."""
+        if not tokens:
+            return
+        for waiting in self._failed - {changed}:
+            if self._contended.get(waiting, frozenset()) & tokens:
+                self.queue.add(waiting)
 
     def _namespace_changed(self, name: str) -> None:
         if self.allocator is None:

@@ -71,6 +71,25 @@ def annotation(service: model.Service, name: str) -> str | None:
     return None
 
 
+def contended(service: model.Service) -> frozenset[str]:
+    """What a Service may contend for with others: its sharing key, the addresses it asks for
+    and the addresses its status shows. A Service refused an address may get it once another
+    Service with any of these in common changes (its key, its policy, its ports, or itself).
+    Tokens are opaque: `key:<sharing key>` and `ip:<address>`."""
+    found = set()
+    sharing = annotation(service, ALLOW_SHARED_IP)
+    if sharing:
+        found.add(f"key:{sharing}")
+    requested = annotation(service, LOAD_BALANCER_IPS) or service.spec.load_balancer_ip or ""
+    for text in requested.split(","):
+        try:
+            found.add(f"ip:{addresses.parse_ip(text.strip())}")
+        except ValueError:
+            continue  # refused with its reason by assign(); nothing to contend for
+    found.update(f"ip:{ip}" for ip in service.ingress_ips)
+    return frozenset(found)
+
+
 def is_handled(service: model.Service, lb_class: str | None) -> bool:
     """Whether this controller serves the Service: type LoadBalancer and, with no class
     configured, no `spec.loadBalancerClass`; with a class, exactly that class."""

@@ -280,7 +280,9 @@ class Responder:
         self._probed(address, mac)
         if address in self._owned:
             CONFLICTS.inc()
-            log.warning("%s: %s is claimed by %s too", self.interface, address, mac)
+            # Debug only: a flood of forged claims must not flood the log (the owner of the
+            # responder reports conflicts, rate-limited).
+            log.debug("%s: %s is claimed by %s too", self.interface, address, mac)
             self._on_conflict(address, mac)
 
     def _probed(self, address: Address, mac: ethernet.MacAddress) -> None:

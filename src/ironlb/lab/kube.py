@@ -15,13 +15,16 @@ namespaces are never finalised (each run gets a fresh etcd, so nothing piles up)
 from __future__ import annotations
 
 import base64
+import contextlib
 import ipaddress
 import os
 import shutil
+import signal
 import ssl
 import subprocess
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -265,6 +268,17 @@ class ControlPlane:
         proc = self._procs.pop(name)
         proc.kill()
         proc.wait(10)
+
+    @contextlib.contextmanager
+    def paused(self, name: str = "kube-apiserver") -> Iterator[None]:
+        """SIGSTOP one component for the duration (connections stay open, nothing answers: an
+        overloaded or hung server), SIGCONT on the way out whatever happened."""
+        proc = self._procs[name]
+        proc.send_signal(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            proc.send_signal(signal.SIGCONT)
 
     def restart_apiserver(self, timeout: float = 60.0) -> None:
         self.kill("kube-apiserver")

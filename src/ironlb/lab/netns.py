@@ -37,6 +37,9 @@ class LabError(Exception):
     """A lab operation failed; the message says which command and why."""
 
 
+_MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
+
+
 def run(
     argv: Sequence[str], *, check: bool = True, timeout: float = 30.0, stdin: str | None = None
 ) -> str:
@@ -248,6 +251,25 @@ class Netns:
         )
         lines = proc.stdout.split()
         return lines[0] if proc.returncode == 0 and lines else None
+
+    def arping_all(
+        self, address: str, dev: str, *, count: int = 3, timeout: float = 2.0
+    ) -> set[str]:
+        """Every MAC that answers any of `count` ARP requests for `address` on `dev` within
+        `timeout` seconds (empty: nobody). For negative checks ("nobody answers", "only X
+        answers"): unlike `arping`, a second answerer is not hidden behind the first, and the
+        whole `timeout` is waited for."""
+        count = max(1, min(count, 50))
+        proc = subprocess.run(
+            self.argv(
+                ["arping", "-r", "-c", str(count), "-w", f"{timeout:.3f}", "-i", dev, address]
+            ),
+            capture_output=True,
+            text=True,
+            timeout=timeout + 5,
+            check=False,
+        )
+        return {w for w in proc.stdout.split() if _MAC.fullmatch(w)}
 
     def http_get(self, url: str, *, timeout: float = 2.0) -> str | None:
         """Body of one bounded HTTP GET, or None on any failure."""

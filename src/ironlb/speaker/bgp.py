@@ -11,6 +11,12 @@ With `enableGracefulRestart`, a starting speaker asks its peers to keep its rout
 re-announced them (RFC 4724 R bit), and on SIGTERM it drops the sessions without a
 NOTIFICATION so that they do; without it, SIGTERM sends a Cease and the routers withdraw this
 node's next hops at once (ECMP carries on through the other nodes).
+
+TCP port 179 is listened on only while some BGPPeer selects this node (a router may open the
+session), never on a layer-2-only node: Calico's BIRD, kube-router or a host FRR may hold it.
+If the port is taken, the sessions run active only (this node connects out), the problem is
+reported (`on_listen`: an Event and a ConfigurationState condition; a metric), layer 2 goes on,
+and listening is tried again every `LISTEN_RETRY` seconds for sessions started after that.
 """
 
 from __future__ import annotations
@@ -19,9 +25,12 @@ import asyncio
 import base64
 import ipaddress
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
+
+from prometheus_client import Gauge
 
 from ironlb.bgp import attributes, bfd, bfd_transport, families, fsm, rib, session, speaker
 from ironlb.core import announce, config, model
@@ -30,6 +39,13 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CONNECT_TIME = 10.0
 """Seconds a connection attempt may take when the BGPPeer sets no connectTime."""
+LISTEN_RETRY = 30.0
+"""Seconds between attempts to listen on the BGP port after it was found taken."""
+LISTEN_FAILED = Gauge(
+    "ironlb_bgp_listen_failed_bool",
+    "1 while BGP peers select this node but the BGP port cannot be listened on (taken by"
+    " another daemon): sessions run active only",
+)
 
 
 class _SecretLike(Protocol):
@@ -88,10 +104,22 @@ def bfd_profile(profile: config.BFDProfile) -> bfd.Profile:
 
 class Bgp:
     def __init__(
-        self, node: str, namespace: str, secret: Callable[[str], _SecretLike | None]
+        self,
+        node: str,
+        namespace: str,
+        secret: Callable[[str], _SecretLike | None],
+        *,
+        on_listen: Callable[[str | None], None] = lambda _problem: None,
+        port: int = 179,
     ) -> None:
-        """`secret(name)`: a Secret of `namespace` from the speaker's cache."""
+        """`secret(name)`: a Secret of `namespace` from the speaker's cache. `on_listen(problem)`:
+        called with why the BGP port cannot be listened on, and with None once it is (or is no
+        longer needed)."""
         self._secret = secret
+        self._on_listen = on_listen
+        self._port = port
+        self._addresses: list[str] = []
+        self._listen_failed_at: float | None = None
         self._node = node
         self._namespace = namespace
         self._running: dict[str, _Running] = {}
@@ -109,19 +137,56 @@ class Bgp:
         return {name for name, r in self._running.items() if r.up}
 
     async def run(self, addresses: list[str]) -> None:
-        """Own the listener, the BFD transport and the sessions until cancelled."""
+        """Own the listener (while peers need it), the BFD transport and the sessions until
+        cancelled."""
+        self._addresses = addresses
         async with (
-            speaker.Listener([_ip(a) for a in addresses]) as listener,
             bfd_transport.Transport() as bfd_sockets,
             asyncio.TaskGroup() as tg,
         ):
-            self._listener, self._bfd, self._tasks = listener, bfd_sockets, tg
+            self._bfd, self._tasks = bfd_sockets, tg
             try:
                 await asyncio.Event().wait()
             finally:
                 for r in self._running.values():
                     r.peer.close()
-                self._listener = self._bfd = self._tasks = None
+                await self._stop_listening()
+                self._bfd = self._tasks = None
+
+    async def _listen(self) -> None:
+        """Listen on the BGP port if not yet, unless it was found taken less than
+        `LISTEN_RETRY` seconds ago."""
+        now = time.monotonic()
+        if self._listener is not None or (
+            self._listen_failed_at is not None and now - self._listen_failed_at < LISTEN_RETRY
+        ):
+            return
+        listener = speaker.Listener([_ip(a) for a in self._addresses], self._port)
+        try:
+            await listener.__aenter__()
+        except speaker.SpeakerError as e:
+            first = self._listen_failed_at is None
+            self._listen_failed_at = now
+            LISTEN_FAILED.set(1)
+            if first:
+                log.error("%s: BGP sessions run active only (this node connects out)", e)
+                self._on_listen(f"{e}: BGP sessions run active only")
+            return
+        self._listener = listener
+        if self._listen_failed_at is not None:
+            log.info("listening on BGP port %d again", self._port)
+        self._listen_failed_at = None
+        LISTEN_FAILED.set(0)
+        self._on_listen(None)
+
+    async def _stop_listening(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            await listener.__aexit__(None, None, None)
+        if self._listen_failed_at is not None:
+            self._listen_failed_at = None
+            LISTEN_FAILED.set(0)
+            self._on_listen(None)
 
     # --- configuration -> sessions ------------------------------------------------------------
 
@@ -223,6 +288,10 @@ class Bgp:
             return
         for name in [n for n in self._running if n not in plan.peers]:
             self._stop(name, "BGPPeer removed or no longer selects this node")
+        if plan.peers:
+            await self._listen()
+        elif not self._running:
+            await self._stop_listening()
         for name, peer in plan.peers.items():
             try:
                 wanted, profile = await self._peer_config(peer, node, cfg)

@@ -8,7 +8,10 @@ with gratuitous ARP / unsolicited NA at once, then every `gratuitous_interval` f
 An address never announced by any node before (no ServiceL2Status for its Services) is first
 probed (RFC 5227 ARP probe / RFC 4862 DAD): if another host answers for it, ironlb refuses to
 announce it, with a Warning Event on its Services naming the other MAC, and probes again
-later. While announcing, another MAC claiming an owned address is reported the same way.
+later. While announcing, another MAC claiming an owned address is reported the same way;
+every claim is counted, but Events (and warnings in the log) are limited per address
+(`CONFLICT_EVENTS`), so a hostile host flooding forged claims cannot make the speakers write to
+the API server without bound; `ironlb_layer2_conflict_events_suppressed_total` counts the rest.
 
 `hand_over()` (graceful shutdown): keep answering until every owned address has been claimed
 by another MAC (the new owners' gratuitous announcements) or the timeout passes, then stop.
@@ -25,7 +28,7 @@ from dataclasses import dataclass
 
 from prometheus_client import Counter, Gauge
 
-from ironlb.core import addresses, announce, interfaces, model
+from ironlb.core import addresses, announce, interfaces, model, ratelimit
 from ironlb.k8s import events
 from ironlb.l2 import ethernet, responder
 from ironlb.net import links as net_links
@@ -45,6 +48,13 @@ REFUSED = Counter(
 )
 RETRY_IN_USE = 30.0
 """Seconds before an address found in use by another host is probed again."""
+CONFLICT_EVENTS = ratelimit.Limit(burst=3, rate=1 / 60)
+"""Conflict Events per address: a few at once, then one a minute."""
+SUPPRESSED = Counter(
+    "ironlb_layer2_conflict_events_suppressed",
+    "Conflicts (another MAC claiming an address this node announces) not reported by an"
+    " Event because that address's Event rate limit was reached",
+)
 
 
 @dataclass
@@ -71,7 +81,7 @@ class Layer2:
         self._service = service
         self._announced_by = announced_by
         self._changed = changed
-        self._excluded = tuple(p for p in settings.excluded_interfaces.split(",") if p)
+        self._excluded = settings.excluded_interfaces
         self._responders: dict[str, responder.Responder] = {}
         self._current: dict[addresses.IP, tuple[str, ...]] = {}
         self._wanted: dict[addresses.IP, announce.Announcement] = {}
@@ -82,6 +92,8 @@ class Layer2:
         self._schedule: dict[addresses.IP, _Schedule] = {}
         self._wake = asyncio.Event()
         self._claimed: dict[addresses.IP, ethernet.MacAddress] = {}
+        self._conflict_events: ratelimit.PerKey[addresses.IP] = ratelimit.PerKey(CONFLICT_EVENTS)
+        self._suppressed: dict[addresses.IP, int] = {}
         self._handing_over = False
         self._metric_labels: dict[addresses.IP, list[tuple[str, str, str, str]]] = {}
         self._tasks: asyncio.TaskGroup | None = None
@@ -285,11 +297,18 @@ class Layer2:
         self._claimed[ip] = mac
         if self._handing_over:
             return  # the new owner announcing: what hand_over waits for
+        if not self._conflict_events.allow(ip, time.monotonic()):
+            SUPPRESSED.inc()
+            self._suppressed[ip] = self._suppressed.get(ip, 0) + 1
+            return
         a = self._wanted.get(ip)
         note = (
             f"another host ({mac}) claims {ip}, which node {self._node} announces: two "
             "hosts answer for it; check for an overlapping pool or a static address"
         )
+        suppressed = self._suppressed.pop(ip, 0)
+        if suppressed:
+            note += f" ({suppressed} more claims since the last report)"
         log.warning("%s", note)
         self._warn(a.services if a else (), "AddressConflict", note)
 

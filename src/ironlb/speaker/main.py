@@ -4,7 +4,13 @@ Every change (a Service, its endpoints, a Node, the configuration, a member join
 an interface losing carrier) marks the plan dirty; the plan loop recomputes `core.announce`'s
 decision from the caches and applies this node's part. Liveness of the other speakers comes
 from membership (SWIM over UDP, HMAC-signed with the key in the `memberlist` Secret), peers
-from the Node objects; without the Secret (or with --membership=false) Node readiness is used.
+from the Node objects. Membership starts as soon as the Secret has a key (at start or later,
+without a restart) and follows key rotation; until then (or with --membership=false) Node
+readiness is used, and the metric `ironlb_membership_key_missing_bool` and the
+ConfigurationState condition `membershipReady` say so.
+
+Nothing a plan does waits for the API server: status objects, Events and the
+ConfigurationState are written by tasks of their own from the latest wanted state.
 
 Start-up: nothing is announced until the caches have listed and membership has heard from the
 peers (or `SETTLE` seconds passed), so a restarting speaker never grabs every address because
@@ -44,8 +50,6 @@ log = logging.getLogger(__name__)
 
 SETTLE = 1.0
 """Seconds to wait for peers to answer before announcing after start or carrier return."""
-SECRET_WAIT = 5.0
-"""Seconds to wait for the membership Secret before falling back to Node readiness."""
 
 
 class _MembershipMetrics:
@@ -82,7 +86,14 @@ ISOLATED = Gauge(
     "1 while peers' packets fail authentication and none is verified: this speaker"
     " has the wrong key and announces nothing",
 )
+KEY_MISSING = Gauge(
+    "ironlb_membership_key_missing_bool",
+    "1 while membership is on but its Secret (or its 'secretkey') is missing: dead nodes are"
+    " then found from Node readiness, in tens of seconds instead of under one",
+)
 PLAN_ERRORS = Counter("ironlb_speaker_plan_errors", "Plans that failed unexpectedly (see the log)")
+MEMBERSHIP_READY = "membershipReady"
+BGP_PORT = "bgpPortAvailable"
 KEY_MISMATCH_WINDOW = 5.0
 """Seconds a packet failing authentication counts as evidence of a key mismatch."""
 
@@ -172,7 +183,7 @@ class Speaker:
         self.bgp_status = status.Statuses(
             client, self.node, ns, bgp_statuses, resource=k8s.SERVICE_BGP_STATUSES, prefix="bgp"
         )
-        self.bgp = bgp.Bgp(self.node, ns, self.secret)
+        self.bgp = bgp.Bgp(self.node, ns, self.secret, on_listen=self._bgp_listen)
         self.layer2 = layer2.Layer2(
             self.node,
             settings,
@@ -189,11 +200,10 @@ class Speaker:
             node=self.node,
             field_manager=status.FIELD_MANAGER,
         )
-        self.excluded = tuple(p for p in settings.excluded_interfaces.split(",") if p)
+        self.excluded = settings.excluded_interfaces  # checked regular expressions
         self.applied: config.Config | None = None
         self.members: transport.Transport | None = None
-        self.membership_fallback = False
-        """Membership was asked for but its Secret was missing at start."""
+        self._keys_changed = asyncio.Event()
         self.health = announce.Health()
         self.settled_at: float | None = None
         self.draining = False
@@ -201,6 +211,8 @@ class Speaker:
         self._bad_mac = 0
         self._bad_mac_at = float("-inf")
         self.isolated = False
+        self.plan_error: str | None = None
+        """Why the last plan failed (readiness says so), None after a good one."""
 
     @property
     def caches(self) -> list[reflector.Reflector[Any]]:
@@ -261,12 +273,64 @@ class Speaker:
             return
         keys = self.membership_keys()
         if self.members is not None and keys:
-            self.members.set_keys(keys)
-        elif self.membership_fallback and keys:
-            log.warning(
-                "Secret %s appeared: restart the speakers to turn membership on",
-                self.settings.membership_secret,
+            self.members.set_keys(keys)  # rotation: the first key signs, every key verifies
+        self._keys_changed.set()
+
+    async def membership(self, bind: str, config: member_settings.Settings) -> None:
+        """Run membership from the moment its key exists until cancelled (after `leave()`)."""
+        if not self.settings.membership:
+            return
+        secret = f"{self.settings.namespace}/{self.settings.membership_secret}"
+        while (keys := self.membership_keys()) is None:
+            KEY_MISSING.set(1)
+            note = (
+                f"membership Secret {secret} missing or without a 'secretkey': dead nodes are"
+                " found from Node readiness (tens of seconds instead of under one) until it"
+                " exists"
             )
+            log.warning("%s", note)
+            self.state.set_condition(MEMBERSHIP_READY, False, "SecretMissing", note)
+            self._keys_changed.clear()
+            await self._keys_changed.wait()
+        members = transport.Transport(
+            election.NodeName(self.node),
+            member_model.Endpoint(ipaddress.ip_address(bind), self.settings.membership_port),
+            keys,
+            on_event=self._member_event,
+            config=config,
+            meta=self.health.encode(),
+        )
+        async with members:
+            self.members = MEMBERSHIP.members = members
+            members.set_peers(self._peers())
+            KEY_MISSING.set(0)
+            self.state.set_condition(MEMBERSHIP_READY, True, "Running")
+            log.info("membership running (key from Secret %s)", secret)
+            if self.settled_at is not None:
+                # Started late: the peers are unconfirmed for a moment and would look dead;
+                # meet them before taking anything new.
+                await self.settle()
+            else:
+                self.dirty.set()
+            await asyncio.Event().wait()
+
+    async def leave(self) -> None:
+        """Say goodbye to the members (shutdown, after the handover)."""
+        if self.members is not None:
+            await self.members.leave()
+
+    def _bgp_listen(self, problem: str | None) -> None:
+        if problem is None:
+            self.state.set_condition(BGP_PORT, True, "Listening")
+            return
+        self.state.set_condition(BGP_PORT, False, "PortInUse", problem)
+        node = self.nodes.items.get(self.node)
+        self.recorder.record(
+            events.Regarding("v1", "Node", "", self.node, node.metadata.uid if node else ""),
+            "Warning",
+            "BGPListenFailed",
+            problem,
+        )
 
     def _member_event(self, event: member_model.Event) -> None:
         log.info("member %s: %s", event.member.name, type(event).__name__.removeprefix("Member"))
@@ -327,11 +391,12 @@ class Speaker:
 
     async def plan_once(self) -> None:
         cfg, problems = self.config.candidate()
+        # Recorded, written by the reporter's own task: a plan never waits for the API server.
         if problems or cfg is None:
-            await self.state.report(False, "; ".join(problems))
+            self.state.set_valid(False, "; ".join(problems))
         else:
             self.applied = cfg
-            await self.state.report(True)
+            self.state.set_valid(True)
         if self.applied is None:
             return
         health = announce.Health(
@@ -395,9 +460,12 @@ class Speaker:
             self.dirty.clear()
             try:
                 await self.plan_once()
-            except Exception:
-                # A bug must not silence the node: keep what is announced, say so, try again.
+                self.plan_error = None
+            except Exception as e:
+                # A bug must not silence the node: keep what is announced, say so (log,
+                # metric, readiness), try again.
                 PLAN_ERRORS.inc()
+                self.plan_error = f"{type(e).__name__}: {e}"
                 log.exception("planning failed; retrying in 1 s")
                 await asyncio.sleep(1.0)
                 self.dirty.set()
@@ -430,23 +498,9 @@ class Speaker:
         missing = [c.name for c in self.caches if not c.listed.is_set()]
         if missing:
             return f"caches not synced: {', '.join(missing)}"
+        if self.plan_error is not None:
+            return f"cannot plan: {self.plan_error}"
         return None if self.settled_at is not None else "meeting the other speakers"
-
-
-async def _wait_for_keys(speaker: Speaker) -> tuple[bytes, ...] | None:
-    deadline = time.monotonic() + SECRET_WAIT
-    while time.monotonic() < deadline:
-        keys = speaker.membership_keys()
-        if keys:
-            return keys
-        await asyncio.sleep(0.1)
-    log.warning(
-        "membership Secret %s/%s missing or without a 'secretkey': falling back to Node "
-        "readiness, which detects dead nodes in tens of seconds instead of under one",
-        speaker.settings.namespace,
-        speaker.settings.membership_secret,
-    )
-    return None
 
 
 async def run(settings: settings_.Settings) -> int:
@@ -459,6 +513,7 @@ async def run(settings: settings_.Settings) -> int:
         async with asyncio.TaskGroup() as tg:
             background = [tg.create_task(c.run()) for c in speaker.caches]
             background.append(tg.create_task(speaker.recorder.run()))
+            background.append(tg.create_task(speaker.state.run()))
             # Probes are served before the caches have listed (with the pod's IP from the
             # downward API, before anything is read; else once the Nodes have listed): a slow
             # API server or a missing CRD makes an unready speaker (/readyz says which cache),
@@ -483,53 +538,34 @@ async def run(settings: settings_.Settings) -> int:
                 await c.listed.wait()
             own_node = speaker.nodes.items.get(settings.node_name)
             addresses = node_addresses(own_node) or [bind]
-            keys = await _wait_for_keys(speaker) if settings.membership else None
-            speaker.membership_fallback = settings.membership and keys is None
             member_config = member_settings.Settings(
                 probe_interval=settings.probe_interval,
                 suspicion_timeout=settings.suspicion_timeout,
             )
             async with net_links.Monitor() as monitor:
                 speaker.links = monitor.links
-                members = None
-                if keys is not None:
-                    members = transport.Transport(
-                        election.NodeName(settings.node_name),
-                        member_model.Endpoint(ipaddress.ip_address(bind), settings.membership_port),
-                        keys,
-                        on_event=speaker._member_event,
-                        config=member_config,
-                        meta=speaker.health.encode(),
-                    )
-                    await members.__aenter__()
-                try:
-                    speaker.members = MEMBERSHIP.members = members
-                    if members is not None:
-                        members.set_peers(speaker._peers())
-                    async with asyncio.TaskGroup() as inner:
-                        work = [
-                            inner.create_task(speaker.layer2.run()),
-                            inner.create_task(speaker.l2_status.run()),
-                            inner.create_task(speaker.bgp_status.run()),
-                            inner.create_task(speaker.bgp.run(addresses)),
-                            inner.create_task(speaker.follow_sessions()),
-                            inner.create_task(speaker.watch_links(monitor)),
-                            inner.create_task(speaker.plan_loop()),
-                        ]
-                        inner.create_task(speaker.settle())
-                        await stop.wait()
-                        log.info("shutting down: handing addresses over")
-                        speaker.draining = True
-                        await speaker.plan_once()  # publish "draining"
-                        await speaker.layer2.hand_over(settings.handover_timeout)
-                        await speaker.bgp.stop_all()
-                        for task in work:
-                            task.cancel()
-                    if members is not None:
-                        await members.leave()
-                finally:
-                    if members is not None:
-                        await members.__aexit__(None, None, None)
+                async with asyncio.TaskGroup() as inner:
+                    membership = inner.create_task(speaker.membership(bind, member_config))
+                    work = [
+                        inner.create_task(speaker.layer2.run()),
+                        inner.create_task(speaker.l2_status.run()),
+                        inner.create_task(speaker.bgp_status.run()),
+                        inner.create_task(speaker.bgp.run(addresses)),
+                        inner.create_task(speaker.follow_sessions()),
+                        inner.create_task(speaker.watch_links(monitor)),
+                        inner.create_task(speaker.plan_loop()),
+                    ]
+                    inner.create_task(speaker.settle())
+                    await stop.wait()
+                    log.info("shutting down: handing addresses over")
+                    speaker.draining = True
+                    await speaker.plan_once()  # publish "draining"
+                    await speaker.layer2.hand_over(settings.handover_timeout)
+                    await speaker.bgp.stop_all()
+                    for task in work:
+                        task.cancel()
+                    await speaker.leave()
+                    membership.cancel()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(2.0):
                     await speaker.recorder.flush()

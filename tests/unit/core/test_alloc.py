@@ -704,3 +704,27 @@ def test_losing_the_cluster_ip_clears_the_assignment() -> None:
         "IP family is not known"
     )
     assert a.snapshot() == {}
+
+
+def test_what_a_service_contends_for() -> None:
+    shared = service(
+        "a",
+        annotations={
+            "metallb.io/allow-shared-ip": "k",
+            "metallb.io/loadBalancerIPs": "198.51.100.1, 2001:db8::1",
+        },
+    )
+    assert alloc.contended(shared) == {"key:k", "ip:198.51.100.1", "ip:2001:db8::1"}
+    legacy = service("b", load_balancer_ip="198.51.100.2")
+    assert alloc.contended(legacy) == {"ip:198.51.100.2"}
+    garbled = service("c", annotations={"metallb.universe.tf/loadBalancerIPs": "nonsense"})
+    assert alloc.contended(garbled) == frozenset()
+    assert alloc.contended(service("d")) == frozenset()
+    shown = model.parse_service(
+        {
+            "metadata": {"name": "e", "namespace": "default"},
+            "spec": {"type": "LoadBalancer"},
+            "status": {"loadBalancer": {"ingress": [{"ip": "198.51.100.3"}]}},
+        }
+    )
+    assert alloc.contended(shown) == {"ip:198.51.100.3"}
