@@ -313,7 +313,8 @@ def start_external_dns(
     (the control-plane host by default, where a cluster's workloads would reach it from), as its
     ServiceAccount; return once it serves its health endpoint."""
     host = host or c.ctl
-    binary = peers.bin_dir("external-dns") / "external-dns"
+    # Never built here: a cold build takes minutes (`make peers` or `make test` does it first).
+    binary = peers.bin_dir("external-dns", build=False) / "external-dns"
     install_external_dns_rbac(c)
     namespace, account = EXTERNAL_DNS_ACCOUNT
     kubeconfig = c.service_account_kubeconfig(account, namespace)
