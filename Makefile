@@ -1,7 +1,7 @@
 # ironlb: the two commands a new user needs are `make lab` and `make test` (as root, Debian 12).
 # Everything is installed on demand and cached: apt packages once, the virtualenv when
-# pyproject.toml or constraints.txt change, kube-apiserver/kubectl/etcd per version (outside the
-# repository, in $(IRONLB_CACHE)).
+# pyproject.toml or constraints.txt change, kube-apiserver/kubectl/etcd and the peers the tests
+# run (ExternalDNS) per version (outside the repository, in $(IRONLB_CACHE)).
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -13,15 +13,15 @@ BIN := $(VENV)/bin
 export IRONLB_CACHE ?= $(HOME)/.cache/ironlb
 STAMPS := $(IRONLB_CACHE)/stamps
 
-# Tools the lab and the tests run: namespaces and probes, kube-proxy emulation, and the three
-# BGP implementations ironlb is proven against.
+# Tools the lab and the tests run: namespaces and probes, kube-proxy emulation, the three
+# BGP implementations ironlb is proven against, and PowerDNS (with dig) for ExternalDNS.
 APT_PACKAGES := iproute2 iputils-ping arping curl ca-certificates nftables tcpdump ndisc6 \
-                frr gobgpd bird2
+                frr gobgpd bird2 pdns-server pdns-backend-sqlite3 bind9-dnsutils
 # The image without Docker (dev/image/build.sh): a Debian rootfs, packed as OCI, checked by
 # running it in a throwaway containerd with runc.
 APT_PACKAGES += mmdebstrap umoci containerd runc
 
-.PHONY: help test lab lab-down lab-status check unit fuzz deps apt venv kube image crds bench-quick clean
+.PHONY: help test lab lab-down lab-status check unit fuzz deps apt venv kube image peers crds bench-quick clean
 
 help:
 	@echo "make lab     bring up a lab cluster (API server, nodes, controller, speakers, router)"
@@ -30,7 +30,7 @@ help:
 	@echo "make image   build ironlb's OCI image archive (no Docker needed; prints its path)"
 	@echo "make fuzz    every network decoder fed 10^6 random and corrupted inputs (hours)"
 
-test: deps check
+test: deps peers check
 	$(BIN)/pytest tests
 
 check: venv
@@ -60,7 +60,7 @@ lab-status: venv
 
 deps: apt venv kube
 
-# Installs only what is missing. Debian starts daemons on install (frr); a policy-rc.d keeps
+# Installs only what is missing. Debian starts daemons on install (frr, pdns); a policy-rc.d keeps
 # them off the host for the duration (the lab runs its own, inside namespaces).
 apt:
 	@missing=$$(for p in $(APT_PACKAGES); do \
@@ -94,6 +94,13 @@ kube:
 # Not part of deps: built when the real-node lab or test_image.py asks for it (cached by inputs).
 image: apt venv
 	@dev/image/build.sh
+
+# Other projects' binaries the tests run against ironlb (dev/peers/*.peer), cached like kube's;
+# only `make test` needs them (`make lab` does not wait for them).
+PEERS := external-dns
+
+peers:
+	@for p in $(PEERS); do dev/peers/build.sh $$p >/dev/null; done
 
 crds: venv
 	$(BIN)/python dev/gen_crds.py
