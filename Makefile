@@ -13,10 +13,11 @@ BIN := $(VENV)/bin
 export IRONLB_CACHE ?= $(HOME)/.cache/ironlb
 STAMPS := $(IRONLB_CACHE)/stamps
 
-# Tools the lab and the tests run: namespaces and probes, kube-proxy emulation, and the three
-# BGP implementations ironlb is proven against.
+# Tools the lab and the tests run: namespaces and probes, kube-proxy emulation, the three BGP
+# implementations ironlb is proven against, and the container runtime of the real lab nodes.
 APT_PACKAGES := iproute2 iputils-ping arping curl ca-certificates nftables tcpdump ndisc6 \
-                frr gobgpd bird2
+                frr gobgpd bird2 \
+                containerd runc containernetworking-plugins
 
 .PHONY: help test lab lab-down lab-status check unit deps apt venv kube crds bench-quick clean
 
