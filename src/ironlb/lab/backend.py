@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import socket
+from typing import cast
 
 from ironlb.k8s import serving
 
@@ -22,8 +23,8 @@ class _Echo(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self.transport = transport
+        # A datagram endpoint's transport (not a DatagramTransport subclass on every Python).
+        self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
         if self.transport is not None:

@@ -234,6 +234,14 @@ exec >>{q(str(self.log("init")))} 2>&1
 # This network namespace's devices in /sys; the machine's cgroup hierarchies again below it.
 mount -t sysfs sysfs /sys
 {chr(10).join(cgroups.mount_commands())}
+# The kubelet's cgroupRoot, in every hierarchy (it refuses to start without it); a new v1
+# cpuset starts with no CPUs and no memory nodes: give it its parent's.
+for h in /sys/fs/cgroup/*/; do mkdir -p "$h"{q(self.cgroup_root.lstrip("/"))}; done
+cs=/sys/fs/cgroup/cpuset
+if [ -e $cs/cpuset.cpus ]; then
+  cat $cs/cpuset.cpus > $cs/{q(self.cgroup_root.lstrip("/"))}/cpuset.cpus
+  cat $cs/cpuset.mems > $cs/{q(self.cgroup_root.lstrip("/"))}/cpuset.mems
+fi
 mount -t tmpfs -o mode=755 tmpfs /run
 mkdir -p /run/netns /run/containerd
 mount -t tmpfs -o mode=755 tmpfs /var/lib
