@@ -13,11 +13,15 @@ BIN := $(VENV)/bin
 export IRONLB_CACHE ?= $(HOME)/.cache/ironlb
 STAMPS := $(IRONLB_CACHE)/stamps
 
-# Tools the lab and the tests run: namespaces and probes, kube-proxy emulation, the three BGP
-# implementations ironlb is proven against, and the container runtime of the real lab nodes.
+# Tools the lab and the tests run: namespaces and probes, kube-proxy emulation, and the three
+# BGP implementations ironlb is proven against.
 APT_PACKAGES := iproute2 iputils-ping arping curl ca-certificates nftables tcpdump ndisc6 \
-                frr gobgpd bird2 \
-                containerd runc containernetworking-plugins
+                frr gobgpd bird2
+# The image without Docker (dev/image/build.sh): a Debian rootfs, packed as OCI, checked by
+# running it in a throwaway containerd with runc.
+APT_PACKAGES += mmdebstrap umoci containerd runc
+# The real lab nodes (ironlb.lab.nodes): containerd and runc (above), the bridge CNI plugins.
+APT_PACKAGES += containernetworking-plugins
 
 .PHONY: help test lab lab-down lab-status check unit deps apt venv kube crds bench-quick clean
 
