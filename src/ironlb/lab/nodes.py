@@ -268,27 +268,28 @@ wait
 
     def start(self) -> None:
         self.started_at = time.monotonic()
-        self.proc = subprocess.Popen(
-            [
-                "nsenter",
-                f"--net=/run/netns/{self.ns.name}",
-                "--",
-                "unshare",
-                "--mount",
-                "--pid",
-                "--fork",
-                "--kill-child",
-                "--propagation",
-                "private",
-                "--mount-proc",
-                "bash",
-                str(self.workdir / "init.sh"),
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=open(self.log("unshare"), "ab"),  # noqa: SIM115
-            start_new_session=True,
-        )
+        with open(self.log("unshare"), "ab") as err:
+            self.proc = subprocess.Popen(
+                [
+                    "nsenter",
+                    f"--net=/run/netns/{self.ns.name}",
+                    "--",
+                    "unshare",
+                    "--mount",
+                    "--pid",
+                    "--fork",
+                    "--kill-child",
+                    "--propagation",
+                    "private",
+                    "--mount-proc",
+                    "bash",
+                    str(self.workdir / "init.sh"),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                start_new_session=True,
+            )
 
     @property
     def alive(self) -> bool:
