@@ -42,7 +42,11 @@ class RealLab:
         self.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(docs))
 
     def ingress(self, namespace: str, name: str) -> list[str]:
-        svc = self.json("service", name, "-n", namespace)
+        """The Service's LoadBalancer addresses ([] if there is no such Service)."""
+        out = self.kubectl("get", "service", name, "-n", namespace, "-o", "json", check=False)
+        if not out:
+            return []
+        svc = json.loads(out)
         found = ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
         return [i["ip"] for i in found if "ip" in i]
 
