@@ -26,6 +26,7 @@ from support import traffic
 def round_once(workdir: Path) -> dict[str, float]:
     started = time.monotonic()
     rc = nodes.RealCluster.start(workdir)
+    frr: routers.Frr | None = None
     try:
         c = rc.cluster
         client = c.lab.add_client()
@@ -69,6 +70,8 @@ def round_once(workdir: Path) -> dict[str, float]:
             "failover": (first - killed) if first is not None else float("nan"),
         }
     finally:
+        if frr is not None:
+            frr.stop()
         rc.stop()
 
 

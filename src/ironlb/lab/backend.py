@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import socket
+import sys
 from typing import cast
 
 from ironlb.k8s import serving
@@ -60,6 +62,9 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--udp-port", type=int, default=None, help="also echo UDP on this port")
     args = parser.parse_args()
+    # As a container's PID 1 it gets no default SIGTERM action: without this, a deleted pod
+    # would keep serving (a terminating, serving endpoint) for its whole grace period.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     asyncio.run(serve(args.name, args.listen, args.port, args.udp_port))
 
 

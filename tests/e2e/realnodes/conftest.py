@@ -116,6 +116,7 @@ def real_lab(
     workdir: Path, *, node_count: int = 3, install: bool = True, values: tuple[str, ...] = ()
 ) -> Iterator[RealLab]:
     rc = nodes.RealCluster.start(workdir, node_count=node_count)
+    frr: routers.Frr | None = None
     try:
         c = rc.cluster
         client = c.lab.add_client()
@@ -135,6 +136,8 @@ def real_lab(
             print(f"chart installed, every pod Ready, in {lab.install_seconds:.1f} s")
         yield lab
     finally:
+        if frr is not None:
+            frr.stop()
         rc.stop()
 
 

@@ -152,9 +152,9 @@ def test_external_traffic_policy_local_is_announced_only_where_a_pod_runs_and_fo
     # The pod moves to node-3: so does the announcement, by ARP and BGP.
     real.apply(*pinned_backend(real, "local", "node-3", externalTrafficPolicy="Local"))
     real.kubectl("rollout", "status", "deployment/local", "--timeout=120s")
-    assert wait(lambda: real.announcers("default", "local") == {"node-3"}, 30, "L2 on node-3")
+    assert wait(lambda: real.announcers("default", "local") == {"node-3"}, 60, "L2 on node-3")
     node3 = real.rc.nodes[3].host
-    assert wait(lambda: real.bgp_next_hops(ip) == {node3.ipv4}, 30, "BGP from node-3 only")
+    assert wait(lambda: real.bgp_next_hops(ip) == {node3.ipv4}, 60, "BGP from node-3 only")
     assert wait(
         lambda: real.client.ns.http_get(f"http://{ip}/", timeout=1.0) == "node-3\n",
         30,
