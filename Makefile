@@ -23,12 +23,13 @@ APT_PACKAGES += mmdebstrap umoci containerd runc
 # The real lab nodes (ironlb.lab.nodes): containerd and runc (above), the bridge CNI plugins.
 APT_PACKAGES += containernetworking-plugins
 
-.PHONY: help test lab lab-down lab-status check unit deps apt venv kube crds bench-quick clean
+.PHONY: help test lab lab-down lab-status check unit deps apt venv kube image crds bench-quick clean
 
 help:
 	@echo "make lab     bring up a lab cluster (API server, nodes, controller, speakers, router)"
 	@echo "make test    install what is needed, then run every check and the whole test suite"
 	@echo "make lab-down / lab-status / check (lint+types only) / unit (unit tests only)"
+	@echo "make image   build ironlb's OCI image archive (no Docker needed; prints its path)"
 
 test: deps check
 	$(BIN)/pytest tests
@@ -84,6 +85,10 @@ $(VENV)/.installed-$(VENV_KEY):
 
 kube:
 	@dev/kube/build.sh >/dev/null
+
+# Not part of deps: built when the real-node lab or test_image.py asks for it (cached by inputs).
+image: apt venv
+	@dev/image/build.sh
 
 crds: venv
 	$(BIN)/python dev/gen_crds.py

@@ -63,6 +63,7 @@ EOF
 
 # --- pause ---------------------------------------------------------------------------------------
 pause_inputs() {
+  need go python3
   k8s=$(awk '/k8s.io\/kubernetes v/ {print $NF; exit}' "$repo/dev/kube/apiserver/go.mod")
   # The tag and CFLAGS are those of build/pause/Makefile in the module itself. Its REV is `git
   # describe --contains` of the release commit, i.e. the release tag, which the module cache
@@ -73,6 +74,8 @@ pause_inputs() {
   [ -f "$src" ] || die "$src missing"
   tag=$(awk '$1 == "TAG" && $2 == "?=" {print $3; exit}' "$moddir/build/pause/Makefile")
   [ -n "$tag" ] || die "no TAG in $moddir/build/pause/Makefile"
+  # kubelet 1.36 has no sandbox image setting of its own any more (the runtime's sandbox_image
+  # decides); this TAG is the one kubeadm's PauseVersion and the e2e image manifest pin.
   ref="registry.k8s.io/pause:$tag"
   hash=$(cat "$src" "$here/build.sh" <(echo "$k8s $tag") | sha256sum | cut -c1-12)
   out="$cache/pause-$tag-$k8s-$hash.tar"
@@ -90,16 +93,95 @@ build_pause() {
     --clear=config.cmd --clear=config.env
 }
 
+# --- ironlb --------------------------------------------------------------------------------------
+# The Debian base (minbase + debian-packages, slimmed like debian:bookworm-slim) is cached on its
+# own, keyed by what goes into it: a change of ironlb's sources rebuilds only the layer on top.
+suite=bookworm
+debian_options=(--variant=minbase --aptopt='APT::Install-Recommends "false"'
+  --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr --skip=output/dev
+  --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright'
+  --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/info/*'
+  --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-include=/usr/share/locale/locale.alias')
+
+ironlb_inputs() {
+  version=$(awk -F'"' '$1 == "version = " {print $2; exit}' "$repo/pyproject.toml")
+  [ -n "$version" ] || die "no version in $repo/pyproject.toml"
+  ref="ghcr.io/ironlb/ironlb:$version"
+  mapfile -t mirrors < <(python3 "$here/apt_sources.py" "$suite")
+  packages=$(grep -v '^#' "$here/debian-packages" | xargs | tr ' ' ,)
+  base_hash=$(printf '%s\n' "$suite" "$packages" "${mirrors[@]}" "${debian_options[@]}" |
+    sha256sum | cut -c1-12)
+  base="$cache/debian-$suite-$base_hash.tar"
+  # File names and contents: src/ without bytecode, the package metadata, and this directory.
+  hash=$(cd "$repo" && {
+    find src dev/image -name __pycache__ -prune -o -type f ! -name '*.pyc' -print0 | LC_ALL=C sort -z |
+      xargs -0 sha256sum
+    sha256sum pyproject.toml constraints.txt README.md
+    echo "$base_hash"
+  } | sha256sum | cut -c1-12)
+  out="$cache/ironlb-$version-$hash.tar"
+}
+
+build_base() {
+  [ -f "$base" ] && return
+  # Root mode in a private mount namespace: mmdebstrap's mounts in the chroot stay out of the host.
+  if ! unshare -m --propagation private mmdebstrap --mode=root --format=tar --quiet \
+    "${debian_options[@]}" --include="$packages" "$suite" "$base.tmp" "${mirrors[@]}" \
+    >"$cache/debian.log" 2>&1; then
+    tail -n 20 "$cache/debian.log" >&2
+    die "mmdebstrap failed (whole log: $cache/debian.log)"
+  fi
+  mv "$base.tmp" "$base"
+}
+
+build_ironlb() {
+  need mmdebstrap umoci unshare chroot python3
+  local work rootfs
+  build_base
+  work=$(mktemp -d "$cache/ironlb-work.XXXXXX")
+  PYTHON=$( [ -x "$repo/.venv/bin/python" ] && echo "$repo/.venv/bin/python" || echo python3) \
+    "$here/fetch-wheels.sh" "$repo" "$work/wheels"
+  rootfs="$work/rootfs"
+  mkdir "$rootfs"
+  tar -C "$rootfs" --numeric-owner -xpf "$base"
+  cp -r "$work/wheels" "$here/install-rootfs.sh" "$rootfs/tmp/"
+  # Chrooted, without network, a private /dev with only what Python needs; gone on exit.
+  unshare -m -n --propagation private sh -euc '
+    mkdir -p "$1/dev"
+    mount -t tmpfs -o mode=0755 tmpfs "$1/dev"
+    for n in null zero random urandom; do touch "$1/dev/$n"; mount --bind "/dev/$n" "$1/dev/$n"; done
+    env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin chroot "$1" /bin/sh /tmp/install-rootfs.sh /tmp/wheels' - "$rootfs"
+  rm -rf "${rootfs:?}"/tmp/* "$rootfs"/var/cache/apt/* "$rootfs"/var/log/*
+  # The same configuration as the Dockerfile's (tests/integration/test_image.py compares them).
+  pack "$rootfs" "$ref" "$out" --config.user=65532:65532 --config.entrypoint=ironlb \
+    --config.cmd=--help --config.workingdir=/ \
+    --config.env=PATH=/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    --config.env=PYTHONDONTWRITEBYTECODE=1 --config.env=PYTHONUNBUFFERED=1 \
+    --config.label=org.opencontainers.image.title=ironlb \
+    --config.label=org.opencontainers.image.description="Bare-metal load balancer for Kubernetes (MetalLB API)" \
+    --config.label=org.opencontainers.image.licenses=Apache-2.0 \
+    --config.label=org.opencontainers.image.version="$version"
+  rm -rf "$work"
+}
+
 # --- main ----------------------------------------------------------------------------------------
 mkdir -p "$cache"
 "${target}_inputs"
 if [ -n "$path_only" ]; then [ -f "$out" ] && echo "$out" && exit 0; exit 1; fi
 if [ -f "$out" ]; then echo "$out"; exit 0; fi
+# Files owned by root and other users in the layer, mmdebstrap's root mode, chroot.
+[ "$(id -u)" = 0 ] || die "building $ref needs root (run: sudo $0 $target)"
 # Concurrent runs (several checkouts, a test and `make lab`) build once: the others wait.
 exec 9>"$cache/build.lock"
 flock 9
 if [ -f "$out" ]; then echo "$out"; exit 0; fi
+# Under the lock no other build runs: whatever work a crashed one left is garbage.
+rm -rf "$cache"/pack.* "$cache"/*-rootfs.* "$cache"/*-work.* "$cache"/*.tmp
+trap 'rm -rf "$cache"/pack.* "$cache"/*-rootfs.* "$cache"/*-work.* "$cache"/*.tmp' EXIT
 start=$(date +%s)
 "build_$target"
+# Every change of the inputs (src/ above all) makes a new archive: keep the newest few.
+ls -t "$cache/$target"-*.tar "$cache"/debian-*.tar 2>/dev/null | awk -F/ '
+  {kind = $NF; sub(/-.*/, "", kind)} ++n[kind] > (kind == "debian" ? 1 : 3)' | xargs -r rm -f
 echo "build.sh: built $ref in $(($(date +%s) - start)) s ($(du -h "$out" | cut -f1))" >&2
 echo "$out"
