@@ -23,15 +23,17 @@ APT_PACKAGES += mmdebstrap umoci containerd runc
 # The real lab nodes (ironlb.lab.nodes): containerd and runc (above), the bridge CNI plugins.
 APT_PACKAGES += containernetworking-plugins
 
-.PHONY: help test lab lab-down lab-status check unit deps apt venv kube image crds bench-quick clean
+.PHONY: help test lab lab-down lab-status check unit deps apt venv kube image lab-images crds bench-quick \
+        clean
 
 help:
-	@echo "make lab     bring up a lab cluster (API server, nodes, controller, speakers, router)"
+	@echo "make lab     bring up a lab cluster: real nodes (kubelet, containerd, kube-proxy), ironlb"
+	@echo "             by its Helm chart, a router and clients (ironlb lab up --process: the fast lab)"
 	@echo "make test    install what is needed, then run every check and the whole test suite"
 	@echo "make lab-down / lab-status / check (lint+types only) / unit (unit tests only)"
 	@echo "make image   build ironlb's OCI image archive (no Docker needed; prints its path)"
 
-test: deps check
+test: deps check lab-images
 	$(BIN)/pytest tests
 
 check: venv
@@ -44,7 +46,7 @@ check: venv
 unit: venv
 	$(BIN)/pytest tests/unit
 
-lab: deps
+lab: deps lab-images
 	$(BIN)/ironlb lab up
 
 lab-down: venv
@@ -89,6 +91,12 @@ kube:
 # Not part of deps: built when the real-node lab or test_image.py asks for it (cached by inputs).
 image: apt venv
 	@dev/image/build.sh
+
+# The real-nodes lab imports both into its nodes: built before a lab or a test run starts, so
+# that no lab or test timeout includes a cold image build.
+lab-images: apt venv
+	@dev/image/build.sh pause >/dev/null
+	@dev/image/build.sh >/dev/null
 
 crds: venv
 	$(BIN)/python dev/gen_crds.py
