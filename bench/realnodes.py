@@ -59,8 +59,8 @@ def round_once(workdir: Path) -> dict[str, float]:
         stream = traffic.Stream(client.ns.name, ip, count=750, interval=0.02, timeout=0.5)
         stream.start()
         time.sleep(2.0)
-        killed = time.monotonic()
         rc.kill_node(int(owner.removeprefix("node-")))
+        killed = time.monotonic()  # dead: every process killed, link down
         stream.join()
         first = next((t for t, body in stream.results if t >= killed and body), None)
         return {
