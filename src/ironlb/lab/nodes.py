@@ -502,6 +502,8 @@ class RealCluster:
         home = self.workdir / "helm"
         env = {
             "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+            # Without HOME, helm's Kubernetes client caches discovery in ./.kube.
+            "HOME": str(home),
             "HELM_CACHE_HOME": str(home / "cache"),
             "HELM_CONFIG_HOME": str(home / "config"),
             "HELM_DATA_HOME": str(home / "data"),
