@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shlex
 import signal
 import subprocess
@@ -325,9 +326,13 @@ wait
         return f"{self.name}: init exited with {self.proc.returncode}:\n{tail}"
 
     def kill(self) -> None:
-        """The node dies: SIGKILL to every process (pods included) and its LAN link down."""
-        netns.kill_all_in(self.ns.name, grace=0.0)
+        """The node dies: its LAN link down and SIGKILL to every process (pods included, with
+        its PID namespace's init). No SIGTERM first: a speaker would hand its addresses over,
+        which is a graceful stop, not a death."""
         self.ns.ip("link", "set", self.host.dev, "down", check=False)
+        for pid in netns.pids_in(self.ns.name):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         if self.proc is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(10)
