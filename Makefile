@@ -20,17 +20,21 @@ APT_PACKAGES := iproute2 iputils-ping arping curl ca-certificates nftables tcpdu
 # The image without Docker (dev/image/build.sh): a Debian rootfs, packed as OCI, checked by
 # running it in a throwaway containerd with runc.
 APT_PACKAGES += mmdebstrap umoci containerd runc
+# The real lab nodes (ironlb.lab.nodes): containerd and runc (above), the bridge CNI plugins.
+APT_PACKAGES += containernetworking-plugins
 
-.PHONY: help test lab lab-down lab-status check unit fuzz deps apt venv kube image peers crds bench-quick clean
+.PHONY: help test lab lab-down lab-status check unit fuzz deps apt venv kube image peers lab-images crds bench-quick \
+        clean
 
 help:
-	@echo "make lab     bring up a lab cluster (API server, nodes, controller, speakers, router)"
+	@echo "make lab     bring up a lab cluster: real nodes (kubelet, containerd, kube-proxy), ironlb"
+	@echo "             by its Helm chart, a router and clients (ironlb lab up --process: the fast lab)"
 	@echo "make test    install what is needed, then run every check and the whole test suite"
 	@echo "make lab-down / lab-status / check (lint+types only) / unit (unit tests only)"
 	@echo "make image   build ironlb's OCI image archive (no Docker needed; prints its path)"
 	@echo "make fuzz    every network decoder fed 10^6 random and corrupted inputs (hours)"
 
-test: deps peers check
+test: deps peers check lab-images
 	$(BIN)/pytest tests
 
 check: venv
@@ -49,7 +53,7 @@ FUZZ_EXAMPLES ?= 1000000
 fuzz: venv
 	IRONLB_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -p no:cacheprovider tests/fuzz
 
-lab: deps
+lab: deps lab-images
 	$(BIN)/ironlb lab up
 
 lab-down: venv
@@ -101,6 +105,11 @@ PEERS := external-dns
 
 peers:
 	@for p in $(PEERS); do dev/peers/build.sh $$p >/dev/null; done
+# The real-nodes lab imports both into its nodes: built before a lab or a test run starts, so
+# that no lab or test timeout includes a cold image build.
+lab-images: apt venv
+	@dev/image/build.sh pause >/dev/null
+	@dev/image/build.sh >/dev/null
 
 crds: venv
 	$(BIN)/python dev/gen_crds.py

@@ -169,11 +169,18 @@ def _lab_errors(fn: Callable[[], None]) -> None:
 
 @lab.command("up")
 @_name
-def lab_up(name: str) -> None:
+@click.option(
+    "--process",
+    is_flag=True,
+    help="The process lab (fast; no kubelet): ironlb runs as processes in the node namespaces,"
+    " the lab writes Nodes and EndpointSlices. Default: real nodes (kubelet, containerd,"
+    " kube-proxy) with ironlb installed by its Helm chart.",
+)
+def lab_up(name: str, process: bool) -> None:
     """Bring the lab up and leave it running."""
 
     def go() -> None:
-        handle = playground.up(name)
+        handle = playground.up(name, process=process)
         click.echo(playground.next_steps(handle))
 
     _lab_errors(go)

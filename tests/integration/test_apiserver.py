@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import re
+
 import pytest
 
 from ironlb.k8s import client as k8s
 from ironlb.lab import cluster as lab_cluster
+from ironlb.lab import kube
 
 pytestmark = pytest.mark.integration
 
@@ -93,3 +97,21 @@ async def test_errors_are_translated_at_the_boundary(admin: k8s.Client, namespac
     with pytest.raises(k8s.ApiError) as dup:
         await admin.create(k8s.SERVICES, lb_service("dup"), namespace)
     assert dup.value.conflict
+
+
+def test_api_server_and_kubectl_report_the_release_they_are_built_from(
+    cluster: lab_cluster.Cluster,
+) -> None:
+    """Helm checks a chart's kubeVersion against the server's version and `kubectl version`
+    parses it: a build without version ldflags reports v0.0.0-master+$Format:%H$."""
+    go_mod = (kube.REPO_ROOT / "dev" / "kube" / "apiserver" / "go.mod").read_text()
+    found = re.search(r"^\s*k8s\.io/kubernetes (v(\d+)\.(\d+)\.\d+)$", go_mod, re.M)
+    assert found, "dev/kube/apiserver/go.mod pins no k8s.io/kubernetes version"
+    release, major, minor = found.groups()
+    versions = json.loads(cluster.kubectl("version", "-o", "json"))
+    for side in ("serverVersion", "clientVersion"):
+        info = versions[side]
+        assert info["gitVersion"] == release, side
+        assert (info["major"], info["minor"]) == (major, minor), side
+        assert info["gitTreeState"] == "clean", side
+        assert not info["buildDate"].startswith("1970"), side

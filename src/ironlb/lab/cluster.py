@@ -20,9 +20,12 @@ class Cluster:
     control_plane: kube.ControlPlane
 
     @classmethod
-    def start(cls, workdir: Path, prefix: str | None = None, *, keep: bool = False) -> Cluster:
-        """Bring up a LAN with the control-plane host, start etcd + kube-apiserver, install
-        CRDs, namespace and RBAC. On failure nothing is left running."""
+    def start(
+        cls, workdir: Path, prefix: str | None = None, *, keep: bool = False, install: bool = True
+    ) -> Cluster:
+        """Bring up a LAN with the control-plane host, start etcd + kube-apiserver, and (with
+        `install`; not when Helm installs ironlb) install CRDs, namespace and RBAC. On failure
+        nothing is left running."""
         bin_dir = kube.binaries()
         lab = topology.Lab.create(workdir, prefix, keep=keep)
         try:
@@ -36,7 +39,8 @@ class Cluster:
         cluster = cls(lab, cp)
         try:
             cp.start()
-            cluster.install()
+            if install:
+                cluster.install()
         except BaseException:
             cluster.stop()
             raise

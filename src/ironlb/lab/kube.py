@@ -8,8 +8,10 @@ starts etcd and kube-apiserver as child processes inside a network namespace, wa
 are exercised for real: `service_account_kubeconfig()` mints a token through the TokenRequest
 API and returns a kubeconfig that carries only that service account's rights.
 
-There is no kubelet and no kube-controller-manager: the lab writes EndpointSlices itself, and
-namespaces are never finalised (each run gets a fresh etcd, so nothing piles up).
+In the process lab there is no kubelet and no kube-controller-manager: the lab writes
+EndpointSlices itself, and namespaces are never finalised (each run gets a fresh etcd, so nothing
+piles up). The real-nodes lab (`nodes`) adds kube-controller-manager and kube-scheduler beside the
+API server (`start_node_controllers`) and issues each kubelet its client certificate here.
 """
 
 from __future__ import annotations
@@ -107,6 +109,7 @@ class ControlPlane:
     port: int = 6443
     bin_dir: Path = field(default_factory=binaries)
     _procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    _ca: pki.CertificateAuthority | None = None
     startup_seconds: float = 0.0
 
     @property
@@ -129,6 +132,7 @@ class ControlPlane:
     def _write_pki(self) -> None:
         self.pki.mkdir(parents=True, exist_ok=True)
         ca = pki.CertificateAuthority.create("ironlb-lab-ca")
+        self._ca = ca
         serving, serving_key = ca.issue(
             "kube-apiserver",
             ips=(
@@ -219,7 +223,14 @@ class ControlPlane:
                 f"--service-account-key-file={pki / 'sa.pub'}",
                 f"--service-account-signing-key-file={pki / 'sa.key'}",
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-                "--authorization-mode=RBAC",
+                # Node: kubelets of the real-nodes lab act with their own identity, as on a
+                # kubeadm cluster; RBAC for everything else.
+                "--authorization-mode=Node,RBAC",
+                # The API server reaches kubelets (logs, exec) on the lab LAN, by address: lab
+                # node names resolve nowhere.
+                f"--kubelet-client-certificate={pki / 'admin.crt'}",
+                f"--kubelet-client-key={pki / 'admin.key'}",
+                "--kubelet-preferred-address-types=InternalIP",
                 f"--service-cluster-ip-range={','.join(self.service_cidrs)}",
                 # Admission webhooks are reached through their Service's endpoints: the lab has
                 # no kube-proxy to route ClusterIPs.
@@ -231,6 +242,66 @@ class ControlPlane:
                 "--v=1",
             ],
             log=self.workdir / "kube-apiserver.log",
+        )
+
+    def client_kubeconfig(self, name: str, user: str, organization: str | None = None) -> Path:
+        """A kubeconfig with a client certificate for `user` (in group `organization`), signed
+        by the lab CA: how kubelets and the node controllers authenticate."""
+        if self._ca is None:
+            raise netns.LabError("the control plane has no CA yet: start() it first")
+        cert, key = self._ca.issue(user, organization=organization)
+        path = self.workdir / f"{name}.kubeconfig"
+        path.write_text(
+            kubeconfig(
+                self.server,
+                pki.pem_cert(self._ca.cert),
+                user,
+                cert_pem=pki.pem_cert(cert),
+                key_pem=pki.pem_key(key),
+            )
+        )
+        path.chmod(0o600)
+        return path
+
+    def start_node_controllers(self, cluster_cidr: str, node_cidr_mask: int = 24) -> None:
+        """kube-controller-manager (node IPAM, Deployments, EndpointSlices, service accounts,
+        garbage collection) and kube-scheduler, beside the API server: what real nodes need."""
+        pki = self.pki
+        kcm = self.client_kubeconfig("kube-controller-manager", "system:kube-controller-manager")
+        sched = self.client_kubeconfig("kube-scheduler", "system:kube-scheduler")
+        self._procs["kube-controller-manager"] = self.ns.spawn(
+            [
+                str(self.bin_dir / "kube-controller-manager"),
+                f"--kubeconfig={kcm}",
+                f"--authentication-kubeconfig={kcm}",
+                f"--authorization-kubeconfig={kcm}",
+                f"--bind-address={self.address}",
+                "--leader-elect=false",
+                "--use-service-account-credentials=true",
+                f"--service-account-private-key-file={pki / 'sa.key'}",
+                f"--root-ca-file={pki / 'ca.crt'}",
+                "--allocate-node-cidrs=true",
+                f"--cluster-cidr={cluster_cidr}",
+                f"--node-cidr-mask-size={node_cidr_mask}",
+                f"--service-cluster-ip-range={','.join(self.service_cidrs)}",
+                # A killed lab node is NotReady within seconds, not the default 50 s.
+                "--node-monitor-period=2s",
+                "--node-monitor-grace-period=16s",
+                "--v=1",
+            ],
+            log=self.workdir / "kube-controller-manager.log",
+        )
+        self._procs["kube-scheduler"] = self.ns.spawn(
+            [
+                str(self.bin_dir / "kube-scheduler"),
+                f"--kubeconfig={sched}",
+                f"--authentication-kubeconfig={sched}",
+                f"--authorization-kubeconfig={sched}",
+                f"--bind-address={self.address}",
+                "--leader-elect=false",
+                "--v=1",
+            ],
+            log=self.workdir / "kube-scheduler.log",
         )
 
     def _ssl_context(self) -> ssl.SSLContext:
@@ -286,7 +357,7 @@ class ControlPlane:
         self.wait_ready(timeout)
 
     def stop(self) -> None:
-        for name in ("kube-apiserver", "etcd"):
+        for name in ("kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"):
             proc = self._procs.pop(name, None)
             if proc is None or proc.poll() is not None:
                 continue

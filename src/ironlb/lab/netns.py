@@ -3,8 +3,8 @@
 Every namespace of one lab run is named `<prefix>-<role>`, with prefix `ilb-<6 hex>` and an owner
 file `/run/ironlb-lab/<prefix>.owner` holding the owning PID (or `keep` for a lab started with
 `ironlb lab up`, which outlives its command). `sweep_stale()` removes namespaces, and kills the
-processes inside them, of every run whose owner is dead: a crashed test run leaves nothing behind
-for long.
+processes inside them, and the cgroups of its real nodes (`cgroups`), of every run whose owner is
+dead: a crashed test run leaves nothing behind for long.
 
 Safety: the lab never creates an interface in, or sends a packet from, the host's own network
 namespace. Everything is inside namespaces created here, on the address ranges listed in
@@ -26,6 +26,8 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from ironlb.lab import cgroups
 
 RUN_DIR = Path(os.environ.get("IRONLB_LAB_RUN_DIR", "/run/ironlb-lab"))
 NETNS_DIR = Path("/run/netns")
@@ -116,12 +118,16 @@ def kill_all_in(name: str, grace: float = 2.0) -> None:
 
 
 def destroy(prefix: str) -> None:
-    """Kill every process in, and delete, every namespace of `prefix`; drop its owner file."""
+    """Kill every process in, and delete, every namespace of `prefix`; remove the cgroups of
+    its real nodes; drop its owner file."""
     names = list_namespaces(prefix)
     for name in names:
         kill_all_in(name)
     for name in names:
         run(["ip", "netns", "del", name], check=False, timeout=10)
+    # Pods of real nodes live in PID namespaces whose init was killed above: the kernel kills
+    # them too, and their cgroups empty out shortly after.
+    cgroups.remove(prefix)
     with contextlib.suppress(FileNotFoundError):
         (RUN_DIR / f"{prefix}.owner").unlink()
 
@@ -131,6 +137,7 @@ def sweep_stale() -> list[str]:
     prefixes = {m.group(1) for n in list_namespaces() if (m := PREFIX_RE.match(n))}
     if RUN_DIR.is_dir():
         prefixes |= {p.name.removesuffix(".owner") for p in RUN_DIR.glob("ilb-*.owner")}
+    prefixes |= cgroups.prefixes()
     stale = sorted(p for p in prefixes if not owner_alive(p))
     for prefix in stale:
         destroy(prefix)

@@ -15,12 +15,16 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from ironlb.lab import cluster as lab_cluster
-from ironlb.lab import components, netns, routers, topology
+from ironlb.lab import components, netns, nodes, routers, topology
 
 EXAMPLE_CONFIG = lab_cluster.DEPLOY / "examples" / "lab-l2.yaml"
 DEMO_SERVICE = lab_cluster.DEPLOY / "examples" / "demo-service.yaml"
+DEMO_DEPLOYMENT = lab_cluster.DEPLOY / "examples" / "demo-deployment.yaml"
 BGP_CONFIG = lab_cluster.DEPLOY / "examples" / "lab-bgp.yaml"
 ROUTER_AS, NODE_AS = 64500, 64510
 NODE_COUNT = 3
@@ -72,39 +76,21 @@ def register_nodes(c: lab_cluster.Cluster, nodes: dict[int, topology.Host]) -> N
         components.register_node(c, i, h)
 
 
-def up(name: str = "lab") -> Handle:
+def up(name: str = "lab", *, process: bool = False) -> Handle:
+    """Bring lab `name` up and leave it running: real nodes with ironlb installed by its Helm
+    chart, or (`process`) the process lab."""
     h = handle(name)
     if h.running():
         raise netns.LabError(f"lab {name!r} is already running (ironlb lab status / down)")
     shutil.rmtree(h.workdir, ignore_errors=True)
-    c = lab_cluster.Cluster.start(h.workdir, h.prefix, keep=True)
-    try:
-        nodes = {i: c.lab.add_node(i) for i in range(1, NODE_COUNT + 1)}
-        client = c.lab.add_client()
-        router = c.lab.add_router()
-        register_nodes(c, nodes)
-        for host in nodes.values():
-            components.start_backend(c, host)
-        components.start_controller(c)
-        for i in nodes:
-            components.start_speaker(c, i, wait=False)
-        frr = routers.Frr(router, h.workdir / "frr")
-        frr.start(
-            routers.RouterConfig(
-                ROUTER_AS, tuple(routers.Neighbor(host.ipv4, NODE_AS) for host in nodes.values())
-            )
-        )
-        for path in (EXAMPLE_CONFIG, BGP_CONFIG, DEMO_SERVICE):
-            c.kubectl("apply", "--server-side", "-f", str(path))
-        components.endpoints(c, "default", "demo", [f"node-{i}" for i in nodes])
-        demo_ip = _wait_for_address(c, "default", "demo")
-        lan_answer = _wait_for_answer(client, demo_ip)
-        remote_answer = _wait_for_answer(c.lab.hosts["remote"], demo_ip)
-    except BaseException:
-        c.stop()
-        raise
-    state = {
-        "name": name,
+    state = _up_process(h) if process else _up_real(h)
+    h.state_file.write_text(json.dumps(state, indent=2))
+    return h
+
+
+def _common_state(h: Handle, c: lab_cluster.Cluster) -> dict[str, object]:
+    return {
+        "name": h.name,
         "prefix": h.prefix,
         "server": c.control_plane.server,
         "kubeconfig": str(c.control_plane.admin_kubeconfig),
@@ -114,25 +100,119 @@ def up(name: str = "lab") -> Handle:
             role: {"netns": host.ns.name, "ipv4": host.ipv4, "ipv6": host.ipv6, "mac": host.mac}
             for role, host in c.lab.hosts.items()
         },
-        "nodes": [f"node-{i}" for i in nodes],
-        "client": client.ns.name,
-        "router": router.ns.name,
+        "nodes": [f"node-{i}" for i in range(1, NODE_COUNT + 1)],
+        "client": c.lab.hosts["client"].ns.name,
+        "router": c.lab.hosts["router"].ns.name,
+    }
+
+
+def _start_router(h: Handle, router: topology.Host, nodes: list[topology.Host]) -> None:
+    frr = routers.Frr(router, h.workdir / "frr")
+    frr.start(
+        routers.RouterConfig(
+            ROUTER_AS, tuple(routers.Neighbor(host.ipv4, NODE_AS) for host in nodes)
+        )
+    )
+
+
+def _up_process(h: Handle) -> dict[str, object]:
+    c = lab_cluster.Cluster.start(h.workdir, h.prefix, keep=True)
+    try:
+        hosts = {i: c.lab.add_node(i) for i in range(1, NODE_COUNT + 1)}
+        client = c.lab.add_client()
+        router = c.lab.add_router()
+        register_nodes(c, hosts)
+        for host in hosts.values():
+            components.start_backend(c, host)
+        components.start_controller(c)
+        for i in hosts:
+            components.start_speaker(c, i, wait=False)
+        _start_router(h, router, list(hosts.values()))
+        for path in (EXAMPLE_CONFIG, BGP_CONFIG, DEMO_SERVICE):
+            c.kubectl("apply", "--server-side", "-f", str(path))
+        components.endpoints(c, "default", "demo", [f"node-{i}" for i in hosts])
+        demo_ip = _wait_for_address(c, "default", "demo")
+        lan_answer = _wait_for_answer(client, demo_ip)
+        remote_answer = _wait_for_answer(c.lab.hosts["remote"], demo_ip)
+    except BaseException:
+        c.stop()
+        raise
+    return {
+        "kind": "process",
+        **_common_state(h, c),
         "demo": demo_ip,
         "demo_from_client": lan_answer,
         "demo_from_remote": remote_answer,
     }
-    h.state_file.write_text(json.dumps(state, indent=2))
-    return h
 
 
-def _wait_for_address(c: lab_cluster.Cluster, namespace: str, name: str) -> str:
-    deadline = time.monotonic() + 30
+def _up_real(h: Handle) -> dict[str, object]:
+    rc = nodes.RealCluster.start(h.workdir, h.prefix, keep=True, node_count=NODE_COUNT)
+    c = rc.cluster
+    try:
+        client = c.lab.add_client()
+        router = c.lab.add_router()
+        rc.route_pod_networks(router)
+        _start_router(h, router, [n.host for n in rc.nodes.values()])
+        install_seconds = rc.install_ironlb()
+        apply_demo(rc)
+        demo_ip = _wait_for_address(c, "default", "demo", within=60)
+        lan_answer = _wait_for_answer(client, demo_ip)
+        remote_answer = _wait_for_answer(c.lab.hosts["remote"], demo_ip)
+    except BaseException:
+        rc.stop()
+        raise
+    return {
+        "kind": "real",
+        **_common_state(h, c),
+        "cluster_ready_seconds": round(rc.ready_seconds, 1),
+        "chart_install_seconds": round(install_seconds, 1),
+        "image": rc.images["ironlb"],
+        "demo": demo_ip,
+        "demo_from_client": lan_answer,
+        "demo_from_remote": remote_answer,
+    }
+
+
+def apply_config(c: lab_cluster.Cluster, *paths: Path, within: float = 60.0) -> None:
+    """kubectl apply, through ironlb's admission webhook: retried while the webhook is not
+    reachable yet (a just-started controller), never when it refuses the object."""
+    deadline = time.monotonic() + within
+    for path in paths:
+        while True:
+            proc = c.control_plane.run_kubectl("apply", "-f", str(path), check=False)
+            if proc.returncode == 0:
+                break
+            if "failed calling webhook" not in proc.stderr or time.monotonic() > deadline:
+                raise netns.LabError(f"kubectl apply -f {path}: {proc.stderr.strip()}")
+            time.sleep(0.5)
+
+
+def demo_manifests(image: str) -> list[dict[str, Any]]:
+    """The demo Deployment (running `image`) and its LoadBalancer Service."""
+    docs = [yaml.safe_load(DEMO_DEPLOYMENT.read_text()), yaml.safe_load(DEMO_SERVICE.read_text())]
+    for container in docs[0]["spec"]["template"]["spec"]["containers"]:
+        container["image"] = image
+    return docs
+
+
+def apply_demo(rc: nodes.RealCluster, within: float = 120.0) -> None:
+    """The example configuration, then the demo Deployment and Service; waits for the pods."""
+    apply_config(rc.cluster, EXAMPLE_CONFIG, BGP_CONFIG)
+    rc.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(demo_manifests(rc.images["ironlb"])))
+    rc.kubectl("rollout", "status", "deployment/demo", "-n", "default", f"--timeout={int(within)}s")
+
+
+def _wait_for_address(
+    c: lab_cluster.Cluster, namespace: str, name: str, within: float = 30.0
+) -> str:
+    deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         ips = components.service_status(c, namespace, name)
         if ips:
             return ips[0]
         time.sleep(0.2)
-    raise netns.LabError(f"Service {namespace}/{name} got no address within 30 s")
+    raise netns.LabError(f"Service {namespace}/{name} got no address within {within:.0f} s")
 
 
 def _wait_for_answer(host: topology.Host, ip: str, within: float = 30.0) -> str:
@@ -212,9 +292,25 @@ def status(name: str = "lab") -> str:
 
 def next_steps(h: Handle) -> str:
     state = h.state()
-    return "\n".join(
-        [
-            f"ironlb lab {h.name!r} is up: kube-apiserver {state['server']} "
+    if state.get("kind") == "real":
+        intro = [
+            f"ironlb lab {h.name!r} is up (real nodes): kube-apiserver {state['server']},"
+            " kube-controller-manager and kube-scheduler; node-1..node-"
+            f"{NODE_COUNT} each run containerd, kubelet and kube-proxy (Ready after"
+            f" {state['cluster_ready_seconds']} s); ironlb installed by its Helm chart from"
+            f" {state['image']} in {state['chart_install_seconds']} s; a LAN client, a router"
+            " and a remote client.",
+            f"The controller gave the demo Service {state['demo']}; the demo Deployment's three"
+            " pods answer with their node's name (HTTP 80, UDP 4433). The LAN client reaches it"
+            f" by ARP (answered by {state['demo_from_client']}), the remote client behind the"
+            " router over BGP with ECMP (FRR, AS 64500, peers with every node):",
+            "",
+            "  ironlb lab kubectl get pods -A -o wide",
+            "  ironlb lab kubectl get svc demo",
+        ]
+    else:
+        intro = [
+            f"ironlb lab {h.name!r} is up (process lab): kube-apiserver {state['server']} "
             f"(ready in {state['startup_seconds']} s), nodes node-1..node-{NODE_COUNT},"
             " a LAN client, a router and a remote client.",
             f"The controller gave the demo Service {state['demo']}; node-1..3 run a speaker each"
@@ -223,6 +319,10 @@ def next_steps(h: Handle) -> str:
             " router over BGP with ECMP (FRR, AS 64500, peers with every node):",
             "",
             "  ironlb lab kubectl get svc demo",
+        ]
+    return "\n".join(
+        [
+            *intro,
             f"  ironlb lab shell client     # then: curl http://{state['demo']}/",
             f"  ironlb lab shell remote     # then: curl http://{state['demo']}/",
             "  ironlb lab shell router     # then: ip route; vtysh --vty_socket "
