@@ -26,6 +26,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ironlb.lab import netns
+
 RUNS = Path(tempfile.gettempdir()) / "ironlb-image"
 NAMESPACE = "k8s.io"
 
@@ -50,16 +52,6 @@ class Result:
     returncode: int
     stdout: str
     stderr: str
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _pids_mentioning(needle: str) -> list[int]:
@@ -130,7 +122,7 @@ def _kill(pids: Sequence[int], within: float = 5.0) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + within
-    while any(_pid_alive(p) for p in pids) and time.monotonic() < deadline:
+    while any(netns.pid_alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
@@ -153,7 +145,7 @@ def sweep_stale() -> list[str]:
             owner = int((run_dir / "owner").read_text())
         except (OSError, ValueError):
             owner = 0
-        if owner and _pid_alive(owner):
+        if owner and netns.pid_alive(owner):
             continue
         _destroy(run_dir)
         swept.append(run_dir.name)

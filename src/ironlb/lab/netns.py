@@ -61,7 +61,7 @@ def new_prefix() -> str:
     return f"ilb-{secrets.token_hex(3)}"
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -82,7 +82,7 @@ def owner_alive(prefix: str) -> bool:
         owner = (RUN_DIR / f"{prefix}.owner").read_text().strip()
     except FileNotFoundError:
         return False
-    return owner == "keep" or (owner.isdigit() and _pid_alive(int(owner)))
+    return owner == "keep" or (owner.isdigit() and pid_alive(int(owner)))
 
 
 def list_namespaces(prefix: str | None = None) -> list[str]:
@@ -109,7 +109,7 @@ def kill_all_in(name: str, grace: float = 2.0) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
         deadline = time.monotonic() + wait
-        while time.monotonic() < deadline and any(_pid_alive(p) for p in pids):
+        while time.monotonic() < deadline and any(pid_alive(p) for p in pids):
             time.sleep(0.05)
         # Reap our own children so they do not linger as zombies (and count as alive).
         with contextlib.suppress(ChildProcessError):
