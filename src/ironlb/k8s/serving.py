@@ -22,13 +22,20 @@ import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Gauge, generate_latest
 
 log = logging.getLogger(__name__)
 
 MAX_HEADER = 16 * 1024
 MAX_BODY = 4 * 1024 * 1024
 READ_TIMEOUT = 30.0
+
+# Both daemons serve their metrics here: a task leak (a watch, a session, a timer never
+# cancelled) shows as a count that grows while the work does not (bench/soak.py reads it).
+ASYNCIO_TASKS = Gauge(
+    "ironlb_asyncio_tasks",
+    "asyncio tasks alive in the process when scraped (the scrape's own connection included)",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +222,7 @@ class Server:
 
 
 async def metrics(_req: Request) -> Response:
+    ASYNCIO_TASKS.set(len(asyncio.all_tasks()))
     return Response(200, generate_latest(REGISTRY), CONTENT_TYPE_LATEST)
 
 
