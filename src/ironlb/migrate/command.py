@@ -107,12 +107,12 @@ _kubeconfig = click.option(
     envvar="KUBECONFIG",
     help="kubeconfig file (default: in-cluster, then ~/.kube/config).",
 )
+DEFAULT_NAMESPACE = "metallb-system"
 _namespace = click.option(
     "--namespace",
     "-n",
-    default="metallb-system",
-    show_default=True,
-    help="Namespace of MetalLB's configuration (and of what is written).",
+    help="Namespace of MetalLB's configuration and of what is written (default: a file's own"
+    f" namespace, else {DEFAULT_NAMESPACE}).",
 )
 _apply = click.option(
     "--apply", is_flag=True, help="Write the result to the cluster (server-side apply)."
@@ -129,7 +129,7 @@ def migrate() -> None:
 @_namespace
 @_kubeconfig
 @_apply
-def configmap(file: str | None, namespace: str, kubeconfig: str | None, apply: bool) -> None:
+def configmap(file: str | None, namespace: str | None, kubeconfig: str | None, apply: bool) -> None:
     """MetalLB's legacy `config` ConfigMap (from FILE, `-` for stdin, or the cluster) to
     IPAddressPool, L2Advertisement, BGPAdvertisement, BGPPeer, BFDProfile and Community."""
     if file is not None:
@@ -142,21 +142,20 @@ def configmap(file: str | None, namespace: str, kubeconfig: str | None, apply: b
         if file is not None:
             await _apply_or_print(client, from_file, apply)
             return
+        ns = namespace or DEFAULT_NAMESPACE
         try:
-            cm = await client.get(k8s.CONFIGMAPS, core.LEGACY_CONFIGMAP, namespace)
+            cm = await client.get(k8s.CONFIGMAPS, core.LEGACY_CONFIGMAP, ns)
         except k8s.ApiError as e:
-            raise MigrateError(
-                f"ConfigMap {namespace}/{core.LEGACY_CONFIGMAP}: {e.message}"
-            ) from None
+            raise MigrateError(f"ConfigMap {ns}/{core.LEGACY_CONFIGMAP}: {e.message}") from None
         text = core.configmap_data(cm)
         if text is None:
-            raise MigrateError(f"ConfigMap {namespace}/{core.LEGACY_CONFIGMAP} has no data.config")
-        await _apply_or_print(client, core.from_configmap(text, namespace), apply)
+            raise MigrateError(f"ConfigMap {ns}/{core.LEGACY_CONFIGMAP} has no data.config")
+        await _apply_or_print(client, core.from_configmap(text, ns), apply)
 
     _run(kubeconfig, work)
 
 
-def _configmap_file(file: str, namespace: str) -> core.Result:
+def _configmap_file(file: str, namespace: str | None) -> core.Result:
     docs = _read(file)
     maps = [d for d in docs if isinstance(d, dict) and d.get("kind") == "ConfigMap"]
     if len(maps) != 1:
@@ -181,21 +180,23 @@ async def _apply_or_print(client: k8s.Client, result: core.Result, apply: bool) 
 @_namespace
 @_kubeconfig
 @_apply
-def addresspools(file: str | None, namespace: str, kubeconfig: str | None, apply: bool) -> None:
+def addresspools(
+    file: str | None, namespace: str | None, kubeconfig: str | None, apply: bool
+) -> None:
     """v1beta1 AddressPool objects (MetalLB before v0.14) to IPAddressPool plus the matching
     L2Advertisement or BGPAdvertisement, and v1beta1 BGPPeer objects to v1beta2."""
     if file is not None and not apply:
-        _finish(core.from_v1beta1(d for d in _read(file) if isinstance(d, dict)))
+        _finish(core.from_v1beta1(_in_namespace(_read(file), namespace)))
         return
 
     async def work(client: k8s.Client) -> None:
         if file is not None:
-            objects = [d for d in _read(file) if isinstance(d, dict)]
+            objects = _in_namespace(_read(file), namespace)
         else:
             objects = []
             for res in (ADDRESS_POOLS_V1BETA1, BGP_PEERS_V1BETA1):
                 try:
-                    objects += (await client.list_all(res, namespace))[0]
+                    objects += (await client.list_all(res, namespace or DEFAULT_NAMESPACE))[0]
                 except k8s.ApiError as e:
                     if not e.not_found:  # a cluster without the old kinds has nothing to convert
                         raise MigrateError(f"listing {res.plural}: {e.message}") from None
@@ -204,18 +205,30 @@ def addresspools(file: str | None, namespace: str, kubeconfig: str | None, apply
     _run(kubeconfig, work)
 
 
+def _in_namespace(docs: Iterable[Any], namespace: str | None) -> list[dict[str, Any]]:
+    """The objects of a file, moved to `namespace` if one is given."""
+    objects = [d for d in docs if isinstance(d, dict)]
+    if namespace is None:
+        return objects
+    return [
+        {**o, "metadata": {**(o.get("metadata") or {}), "namespace": namespace}} for o in objects
+    ]
+
+
 @migrate.command("backup")
 @_namespace
 @_kubeconfig
-def backup(namespace: str, kubeconfig: str | None) -> None:
+def backup(namespace: str | None, kubeconfig: str | None) -> None:
     """Every metallb.io configuration object of the namespace as one YAML stream that can be
     applied again after MetalLB's CRDs (and with them every object) are gone."""
+
+    ns = namespace or DEFAULT_NAMESPACE
 
     async def work(client: k8s.Client) -> None:
         saved: list[dict[str, Any]] = []
         for res in _BACKUP:
             try:
-                items = (await client.list_all(res, namespace))[0]
+                items = (await client.list_all(res, ns))[0]
             except k8s.ApiError as e:
                 if e.not_found:  # this cluster does not serve the kind (AddressPool after v0.14)
                     continue
@@ -224,7 +237,7 @@ def backup(namespace: str, kubeconfig: str | None) -> None:
                 (core.for_backup(o) for o in items), key=lambda o: str(o["metadata"]["name"])
             )
         click.echo(core.to_yaml(saved), nl=False)
-        click.echo(f"backed up {len(saved)} objects of namespace {namespace}", err=True)
+        click.echo(f"backed up {len(saved)} objects of namespace {ns}", err=True)
 
     _run(kubeconfig, work)
 
