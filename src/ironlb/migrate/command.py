@@ -163,9 +163,8 @@ def _configmap_file(file: str, namespace: str | None) -> core.Result:
     text = core.configmap_data(maps[0])
     if text is None:
         raise MigrateError(f"{file}: the ConfigMap has no data.config")
-    return core.from_configmap(
-        text, str((maps[0].get("metadata") or {}).get("namespace") or namespace)
-    )
+    own = (maps[0].get("metadata") or {}).get("namespace")
+    return core.from_configmap(text, namespace or str(own or DEFAULT_NAMESPACE))
 
 
 async def _apply_or_print(client: k8s.Client, result: core.Result, apply: bool) -> None:
