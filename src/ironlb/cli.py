@@ -21,6 +21,7 @@ from ironlb.controller import main as controller_main
 from ironlb.controller import settings as controller_settings
 from ironlb.core import settings as core_settings
 from ironlb.lab import netns, playground
+from ironlb.migrate import command as migrate_command
 from ironlb.speaker import main as speaker_main
 from ironlb.speaker import settings as speaker_settings
 
@@ -214,6 +215,10 @@ def lab_kubectl(name: str, args: tuple[str, ...]) -> None:
 def lab_shell(name: str, host: str) -> None:
     """A shell on one lab host (default: the control-plane host, with kubectl set up)."""
     _lab_errors(lambda: _exec(playground.shell_argv(name, host)))
+
+
+# --- `ironlb migrate` (issue 13): switching from MetalLB -----------------------------------
+cli.add_command(migrate_command.migrate)
 
 
 def _exec(argv: list[str]) -> None:

@@ -20,7 +20,7 @@ import signal
 
 from ironlb.controller import allocation, metrics, webhook
 from ironlb.controller import settings as settings_
-from ironlb.core import backoff
+from ironlb.core import backoff, migrate
 from ironlb.k8s import client as k8s
 from ironlb.k8s import events, leader, serving
 
@@ -55,6 +55,9 @@ async def ensure_membership_secret(client: k8s.Client, settings: settings_.Setti
             return
         except k8s.ApiError as e:
             if e.conflict:
+                # Issue 13: a Secret left by MetalLB's controller is owned by its Deployment and
+                # would be garbage-collected with it; keep the key, drop the owner.
+                await _release_membership_secret(client, settings)
                 return
             problem: Exception = e
         except k8s.Unreachable as e:
@@ -62,6 +65,17 @@ async def ensure_membership_secret(client: k8s.Client, settings: settings_.Setti
         delay = retry.next_delay(random.random()) or 10.0
         log.warning("membership Secret not ensured (%s); retrying in %.1fs", problem, delay)
         await asyncio.sleep(delay)
+
+
+async def _release_membership_secret(client: k8s.Client, settings: settings_.Settings) -> None:
+    name, ns = settings.membership_secret, settings.namespace
+    try:
+        patch = migrate.membership_secret_patch(await client.get(k8s.SECRETS, name, ns))
+        if patch is not None:
+            await client.patch(k8s.SECRETS, name, patch, ns)
+            log.info("membership Secret %s adopted (owner references dropped)", name)
+    except (k8s.ApiError, k8s.Unreachable) as e:
+        log.warning("membership Secret %s not adopted: %s", name, e)
 
 
 async def run(settings: settings_.Settings) -> int:

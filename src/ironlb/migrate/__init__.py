@@ -1,0 +1,1 @@
+"""`ironlb migrate`: moving a cluster's configuration and Services from MetalLB to ironlb."""
