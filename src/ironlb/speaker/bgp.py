@@ -284,7 +284,17 @@ class Bgp:
     async def apply(
         self, plan: announce.BgpPlan, node: model.Node | None, cfg: config.Config
     ) -> None:
-        if self._tasks is None or node is None:
+        if self._tasks is None:
+            return
+        if node is None:
+            # PodCIDRs (issue 15): this node's Node object is gone (deleted; the plan is empty).
+            # Its routes, its PodCIDRs first of all, are withdrawn; the sessions stay up, and
+            # the routes return when the Node (and its spec.podCIDRs) does.
+            for r in self._running.values():
+                for family, table in r.routes.items():
+                    if table:
+                        r.peer.set_routes(family, {})
+                        r.routes[family] = {}
             return
         for name in [n for n in self._running if n not in plan.peers]:
             self._stop(name, "BGPPeer removed or no longer selects this node")
