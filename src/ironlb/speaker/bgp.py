@@ -129,6 +129,8 @@ class Bgp:
         self._started = False
         self.problems: dict[str, str] = {}
         """Peer name -> why it is not running."""
+        self.plan_problems: tuple[str, ...] = ()
+        """The last plan's problems (`announce.BgpPlan.problems`)."""
         self.changed = asyncio.Event()
         """Set when a session comes up or goes down (the status objects follow)."""
 
@@ -286,6 +288,11 @@ class Bgp:
     ) -> None:
         if self._tasks is None:
             return
+        if plan.problems != self.plan_problems:
+            # Unresolved communities, PodCIDRs that do not parse: logged when they change.
+            for problem in plan.problems:
+                log.error("BGP advertisement skipped in part: %s", problem)
+            self.plan_problems = plan.problems
         if node is None:
             # PodCIDRs (issue 15): this node's Node object is gone (deleted; the plan is empty).
             # Its routes, its PodCIDRs first of all, are withdrawn; the sessions stay up, and
