@@ -148,6 +148,9 @@ class Settings:
 
     def __post_init__(self) -> None:
         core_settings.validate(self)
+        for name in ("pod_cidr_peers", "pod_cidr_communities"):
+            if getattr(self, name) and not self.advertise_pod_cidrs:
+                raise core_settings.SettingError(name, "needs --advertise-pod-cidrs")
 
     def pod_cidr_advertisement(self) -> announce.PodCidrAdvertisement | None:
         """What to advertise of this node's PodCIDRs (None: nothing)."""

@@ -114,6 +114,14 @@ def test_bad_pod_cidr_settings_name_their_field(field: str, value: Any, problem:
     assert problem in caught.value.problem
 
 
+@pytest.mark.parametrize("field", ["pod_cidr_peers", "pod_cidr_communities"])
+def test_pod_cidr_choices_need_the_advertisement(field: str) -> None:
+    with pytest.raises(settings.SettingError) as caught:
+        speaker_settings.Settings(**{field: ("router",)})
+    assert caught.value.field == field
+    assert "--advertise-pod-cidrs" in caught.value.problem
+
+
 def test_pod_cidr_advertisement_follows_the_settings() -> None:
     assert speaker_settings.Settings().pod_cidr_advertisement() is None
     chosen = speaker_settings.Settings(
