@@ -385,3 +385,74 @@ async def test_bfd_with_frr_drops_a_dead_node_within_the_detection_time(
     finally:
         victim.ns.ip("link", "set", "eth0", "up")
         bgp.speakers[3] = components.start_speaker(bgp.cluster, 3)
+
+
+async def test_pod_cidrs_follow_the_node_object(bgp: BgpLab) -> None:
+    """--advertise-pod-cidrs (issue 15): node-1's PodCIDRs, IPv4 and IPv6, reach the router via
+    node-1 with the configured community, installed in its kernel table; the other speakers
+    (without the flag) advertise none. Deleting the Node object withdraws them while the
+    sessions stay up; a Node registered again without podCIDRs advertises none until they are
+    assigned (as the controller-manager does after registration), then both come back."""
+    router = await asyncio.to_thread(bgp.start_router, "frr")
+    assert isinstance(router, routers.Frr)
+    v4_router, v6_router = topology.lan_addresses(topology.HOST_ROUTER)
+    bgp.apply(
+        peer("router-v4", v4_router, NODE_AS, ROUTER_AS),
+        peer("router-v6", v6_router, NODE_AS, ROUTER_AS),
+    )
+    host = bgp.hosts[1]
+    bgp.speakers.pop(1).kill()
+    flags = (
+        "--advertise-pod-cidrs",
+        "--pod-cidr-peers=router-v4,router-v6",
+        "--pod-cidr-communities=65000:15",
+    )
+    bgp.speakers[1] = await asyncio.to_thread(components.start_speaker, bgp.cluster, 1, extra=flags)
+    v4, v6 = topology.pod_cidrs(1)
+
+    def both_routes() -> bool:
+        a, b = route(router, V4, v4), route(router, V6, v6)
+        return a is not None and b is not None
+
+    try:
+        await asyncio.to_thread(wait, bgp.established, "sessions with three speakers")
+        await asyncio.to_thread(wait, both_routes, "node-1's PodCIDRs in FRR")
+        (path,) = router.routes(V4)[v4]
+        assert path.next_hop == host.ipv4
+        assert path.communities == {"65000:15"}
+        assert path.as_path == (NODE_AS,)
+        (path6,) = router.routes(V6)[v6]
+        assert path6.next_hop == host.ipv6
+        assert path6.communities == {"65000:15"}
+        assert await asyncio.to_thread(wait, lambda: router.fib_routes(v4), "kernel route") == (
+            host.ipv4,
+        )
+        for i in (2, 3):  # no flag, no PodCIDR
+            for family, cidr in zip((V4, V6), topology.pod_cidrs(i), strict=True):
+                assert gone(router, family, cidr)
+
+        # The Node object goes: its PodCIDRs are withdrawn, the sessions stay.
+        started = time.monotonic()
+        bgp.cluster.kubectl("delete", "node", "node-1", "--wait=false")
+        await asyncio.to_thread(
+            wait, lambda: gone(router, V4, v4) and gone(router, V6, v6), "the withdrawal", 10
+        )
+        print(f"PodCIDRs withdrawn {time.monotonic() - started:.2f} s after the Node deletion")
+        assert not router.fib_routes(v4)
+        states = router.neighbors()
+        assert states[host.ipv4] is fsm.State.ESTABLISHED
+        assert states[host.ipv6] is fsm.State.ESTABLISHED
+
+        # Registered again, without podCIDRs: nothing, for longer than the withdrawal took.
+        await asyncio.to_thread(components.register_node, bgp.cluster, 1, host, pod_cidrs=False)
+        await asyncio.sleep(3.0)
+        assert gone(router, V4, v4)
+        assert gone(router, V6, v6)
+        # The PodCIDRs are assigned: both come back.
+        await asyncio.to_thread(components.register_node, bgp.cluster, 1, host)
+        await asyncio.to_thread(wait, both_routes, "node-1's PodCIDRs again")
+        assert [p.next_hop for p in router.routes(V4)[v4]] == [host.ipv4]
+    finally:
+        await asyncio.to_thread(components.register_node, bgp.cluster, 1, host)
+        bgp.speakers.pop(1).kill()
+        bgp.speakers[1] = await asyncio.to_thread(components.start_speaker, bgp.cluster, 1)

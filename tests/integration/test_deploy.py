@@ -90,6 +90,7 @@ FULL_VALUES = {
         },
         "podAnnotations": {"example.com/team": "network"},
         "extraArgs": ["--probe-interval=0.2", "--no-membership"],
+        "podCIDRs": {"enabled": True, "peers": ["tor-a"], "communities": ["65000:100"]},
     },
     "metrics": {"services": True},
     "prometheus": {
@@ -699,6 +700,26 @@ def test_webhook_failure_policy_is_a_value(
     assert [w["failurePolicy"] for w in hook["webhooks"]] == ["Ignore"]
 
 
+def test_pod_cidrs_are_a_chart_value_and_a_kustomize_component(
+    cluster: lab_cluster.Cluster, tmp_path: Path, rendered_by: dict[str, list[Doc]]
+) -> None:
+    """PodCIDRs over BGP (issue 15): off by default; `speaker.podCIDRs.*` and the component
+    `advertise-pod-cidrs` turn them on."""
+
+    def pod_cidr_args(docs: list[Doc]) -> list[str]:
+        return [a for a in container(docs, "speaker")["args"] if "pod-cidr" in a]
+
+    for source in ("kustomize", "helm defaults"):
+        assert pod_cidr_args(rendered_by[source]) == [], source
+    assert pod_cidr_args(rendered_by["helm with every option"]) == [
+        "--advertise-pod-cidrs",
+        "--pod-cidr-peers=tor-a",
+        "--pod-cidr-communities=65000:100",
+    ]
+    docs = kustomize_with(cluster, tmp_path / "overlay", "advertise-pod-cidrs")
+    assert pod_cidr_args(docs) == ["--advertise-pod-cidrs"]
+
+
 # --- values schema -------------------------------------------------------------------------
 
 
@@ -733,6 +754,7 @@ def test_chart_works_as_a_subchart(helm: Helm, tmp_path: Path) -> None:
         ("logLevel=verbose", "logLevel"),
         ("webhook.failurePolicy=Sometimes", "failurePolicy"),
         ("prometheus.podMonitor.enable=true", "enable"),
+        ("speaker.podCIDRs.enable=true", "enable"),
     ],
 )
 def test_schema_refuses_bad_values(helm: Helm, value: str, complaint: str) -> None:

@@ -25,6 +25,15 @@ peer (or none); when the node is not excluded; and when the Service has a servin
 (anywhere for Cluster, on this node for Local). The prefix is the address widened to the
 advertisement's aggregation length; communities (aliases resolved) and local preference are
 merged over every advertisement that yields the same prefix for the same peer. Pure.
+
+PodCIDRs (native pod routing, `PodCidrAdvertisement`): each of the node's `spec.podCIDRs`, IPv4
+and IPv6, goes to every peer of the node, or to the configured ones among them, with the
+configured communities. Neither the exclude-from-external-load-balancers label nor
+`NetworkUnavailable` stops them: they are about reaching the node's pods, not about load
+balancing, and announcing them is what makes the pod network available. Without a Node object
+there is no PodCIDR (and no peer) to advertise: everything is withdrawn, and advertised again
+when the Node and its `podCIDRs` (the controller-manager assigns them after the Node registers)
+appear. A PodCIDR that does not parse is reported in the plan's problems and skipped.
 """
 
 from __future__ import annotations
@@ -304,8 +313,48 @@ def _communities(
     return frozenset(out)
 
 
-def bgp(view: View, node_name: str, *, pod_cidrs: bool = False) -> BgpPlan:
-    """What this node advertises to which of its peers."""
+@dataclass(frozen=True, slots=True)
+class PodCidrAdvertisement:
+    """Advertise the node's own `spec.podCIDRs` (speaker flags --advertise-pod-cidrs,
+    --pod-cidr-peers, --pod-cidr-communities)."""
+
+    peers: frozenset[str] = frozenset()
+    """BGPPeer names; empty: every peer of the node. A named peer that does not select the node
+    gets nothing; one that does not exist is reported."""
+    communities: tuple[str, ...] = ()
+    """Community values (`65000:1`, `large:1:2:3`) or aliases of a Community object."""
+
+
+def _pod_cidr_routes(
+    node: model.Node,
+    advertisement: PodCidrAdvertisement,
+    cfg: config.Config,
+    peers: Iterable[str],
+    aliases: Mapping[str, config.CommunityValue],
+    problems: list[str],
+) -> dict[str, list[Route]]:
+    """Peer name -> the node's PodCIDR routes for it."""
+    for name in sorted(advertisement.peers - set(cfg.peers)):
+        problems.append(f"pod CIDR peer {name!r}: no such BGPPeer")
+    communities = _communities(advertisement.communities, aliases, problems)
+    prefixes: list[Prefix] = []
+    for cidr in node.spec.pod_cidrs:
+        try:
+            prefixes.append(ipaddress.ip_network(cidr, strict=False))
+        except ValueError:
+            problems.append(f"node {node.metadata.name}: podCIDR {cidr!r} is not a CIDR")
+    chosen = [p for p in peers if not advertisement.peers or p in advertisement.peers]
+    return {peer: [Route(prefix, None, communities) for prefix in prefixes] for peer in chosen}
+
+
+def bgp(
+    view: View,
+    node_name: str,
+    *,
+    pod_cidrs: PodCidrAdvertisement | bool | None = None,
+) -> BgpPlan:
+    """What this node advertises to which of its peers. `pod_cidrs`: also the node's PodCIDRs
+    (True: to every peer, without communities)."""
     node = view.nodes.get(node_name)
     if node is None:
         return BgpPlan({}, {})
@@ -317,9 +366,18 @@ def bgp(view: View, node_name: str, *, pod_cidrs: bool = False) -> BgpPlan:
     }
     routes: dict[str, dict[Prefix, Route]] = {name: {} for name in peers}
     problems: list[str] = []
-    if not _node_ok(node, view):
-        return BgpPlan(peers, routes)
     aliases = cfg.community_aliases()
+    if pod_cidrs is True:
+        pod_cidrs = PodCidrAdvertisement()
+    pod_routes = (
+        _pod_cidr_routes(node, pod_cidrs, cfg, peers, aliases, problems)
+        if isinstance(pod_cidrs, PodCidrAdvertisement)
+        else {}
+    )
+    if not _node_ok(node, view):
+        for peer, found in pod_routes.items():
+            routes[peer].update((r.prefix, r) for r in found)
+        return BgpPlan(peers, routes, tuple(dict.fromkeys(problems)))
     index = _pool_index(cfg)
     advertisements = sorted(cfg.bgp_advertisements.values(), key=lambda a: a.name)
 
@@ -369,10 +427,9 @@ def bgp(view: View, node_name: str, *, pod_cidrs: bool = False) -> BgpPlan:
                 for peer in adv.spec.peers or tuple(peers):
                     if peer in peers:
                         add(peer, route)
-    if pod_cidrs:
-        for cidr in node.spec.pod_cidrs:
-            for peer in peers:
-                add(peer, Route(ipaddress.ip_network(cidr, strict=False)))
+    for peer, found in pod_routes.items():
+        for route in found:
+            add(peer, route)
     return BgpPlan(peers, routes, tuple(dict.fromkeys(problems)))
 
 

@@ -188,8 +188,13 @@ def service_status(c: lab_cluster.Cluster, namespace: str, name: str) -> list[st
 # --- nodes, backends, endpoints: what the lab provides instead of kubelet and kube-proxy -------
 
 
-def node_manifest(index: int, labels: dict[str, str] | None = None) -> dict[str, object]:
+def node_manifest(
+    index: int, labels: dict[str, str] | None = None, *, pod_cidrs: bool = True
+) -> dict[str, object]:
+    """The Node object of lab node `index`; without `pod_cidrs`, as it registers (the
+    controller-manager assigns PodCIDRs later)."""
     name = f"node-{index}"
+    cidrs = topology.pod_cidrs(index)
     return {
         "apiVersion": "v1",
         "kind": "Node",
@@ -202,20 +207,22 @@ def node_manifest(index: int, labels: dict[str, str] | None = None) -> dict[str,
                 **(labels or {}),
             },
         },
-        "spec": {
-            "podCIDR": topology.pod_cidrs(index)[0],
-            "podCIDRs": list(topology.pod_cidrs(index)),
-        },
+        "spec": {"podCIDR": cidrs[0], "podCIDRs": list(cidrs)} if pod_cidrs else {},
     }
 
 
 def register_node(
-    c: lab_cluster.Cluster, index: int, host: topology.Host, labels: dict[str, str] | None = None
+    c: lab_cluster.Cluster,
+    index: int,
+    host: topology.Host,
+    labels: dict[str, str] | None = None,
+    *,
+    pod_cidrs: bool = True,
 ) -> None:
-    """Create the Node object of a lab node, Ready, with its LAN addresses."""
-    c.kubectl(
-        "apply", "--server-side", "-f", "-", stdin=yaml.safe_dump(node_manifest(index, labels))
-    )
+    """Create the Node object of a lab node, Ready, with its LAN addresses (and its PodCIDRs
+    unless told otherwise)."""
+    manifest = node_manifest(index, labels, pod_cidrs=pod_cidrs)
+    c.kubectl("apply", "--server-side", "-f", "-", stdin=yaml.safe_dump(manifest))
     status = {
         "status": {
             "addresses": [

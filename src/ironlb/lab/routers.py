@@ -69,9 +69,29 @@ class Neighbor:
 
 
 @dataclass(frozen=True, slots=True)
+class ListenRange:
+    """FRR only: a peer-group that accepts sessions from any address of `prefix` (`bgp listen
+    range`), the usual router side for a cluster whose nodes come and go."""
+
+    name: str
+    prefix: str
+    asn: int
+    bfd_profile: str = ""
+
+    def __post_init__(self) -> None:
+        topology.check_allowed(self.prefix)
+
+    @property
+    def family(self) -> families.Family:
+        return families.Family.of(ipaddress.ip_network(self.prefix))
+
+
+@dataclass(frozen=True, slots=True)
 class RouterConfig:
     asn: int
     neighbors: tuple[Neighbor, ...] = ()
+    listen_ranges: tuple[ListenRange, ...] = ()
+    """FRR only: peer-groups the nodes may connect to (passive: the router never connects)."""
     router_id: str = topology.lan_addresses(topology.HOST_ROUTER)[0]
     hold_time: int = 3
     """Proposed hold time in seconds; keepalives every third of it."""
@@ -82,6 +102,9 @@ class RouterConfig:
         for n in self.neighbors:
             if n.bfd_profile and n.bfd_profile not in self.bfd_profiles:
                 raise ValueError(f"neighbour {n.address}: no BFD profile {n.bfd_profile!r}")
+        for g in self.listen_ranges:
+            if g.bfd_profile and g.bfd_profile not in self.bfd_profiles:
+                raise ValueError(f"peer-group {g.name}: no BFD profile {g.bfd_profile!r}")
 
     @property
     def keepalive(self) -> int:
@@ -323,11 +346,22 @@ class Frr(Router):
                 lines.append(f" neighbor {a} ebgp-multihop 255")
             if n.bfd_profile:
                 lines.append(f" neighbor {a} bfd profile {n.bfd_profile}")
+        for group in config.listen_ranges:
+            lines += [
+                f" neighbor {group.name} peer-group",
+                f" neighbor {group.name} remote-as {group.asn}",
+                f" bgp listen range {group.prefix} peer-group {group.name}",
+            ]
+            if group.bfd_profile:
+                lines.append(f" neighbor {group.name} bfd profile {group.bfd_profile}")
         for family in families.Family:
             afi = "ipv4" if family is families.Family.IPV4_UNICAST else "ipv6"
             lines.append(f" address-family {afi} unicast")
             lines += [
                 f"  neighbor {n.address} activate" for n in config.neighbors if n.family is family
+            ]
+            lines += [
+                f"  neighbor {g.name} activate" for g in config.listen_ranges if g.family is family
             ]
             lines += ["  maximum-paths 16", "  maximum-paths ibgp 16", " exit-address-family"]
         lines.append("exit")

@@ -129,6 +129,8 @@ class Bgp:
         self._started = False
         self.problems: dict[str, str] = {}
         """Peer name -> why it is not running."""
+        self.plan_problems: tuple[str, ...] = ()
+        """The last plan's problems (`announce.BgpPlan.problems`)."""
         self.changed = asyncio.Event()
         """Set when a session comes up or goes down (the status objects follow)."""
 
@@ -284,7 +286,22 @@ class Bgp:
     async def apply(
         self, plan: announce.BgpPlan, node: model.Node | None, cfg: config.Config
     ) -> None:
-        if self._tasks is None or node is None:
+        if self._tasks is None:
+            return
+        if plan.problems != self.plan_problems:
+            # Unresolved communities, PodCIDRs that do not parse: logged when they change.
+            for problem in plan.problems:
+                log.error("BGP advertisement skipped in part: %s", problem)
+            self.plan_problems = plan.problems
+        if node is None:
+            # PodCIDRs (issue 15): this node's Node object is gone (deleted; the plan is empty).
+            # Its routes, its PodCIDRs first of all, are withdrawn; the sessions stay up, and
+            # the routes return when the Node (and its spec.podCIDRs) does.
+            for r in self._running.values():
+                for family, table in r.routes.items():
+                    if table:
+                        r.peer.set_routes(family, {})
+                        r.routes[family] = {}
             return
         for name in [n for n in self._running if n not in plan.peers]:
             self._stop(name, "BGPPeer removed or no longer selects this node")

@@ -437,7 +437,7 @@ class Speaker:
             mine = {ip: a for ip, a in mine.items() if ip in self.layer2.announced}
         await self.layer2.apply(mine, self.links)
         self._publish_l2_status(plan)
-        bgp_plan = announce.bgp(view, self.node, pod_cidrs=self.settings.advertise_pod_cidrs)
+        bgp_plan = announce.bgp(view, self.node, pod_cidrs=self.settings.pod_cidr_advertisement())
         await self.bgp.apply(bgp_plan, self.nodes.items.get(self.node), self.applied)
         self.bgp_status.set(
             self.bgp.announced_services(bgp_plan),

@@ -7,7 +7,7 @@ import os
 import socket
 from dataclasses import dataclass
 
-from ironlb.core import interfaces
+from ironlb.core import announce, config, interfaces
 from ironlb.core import settings as core_settings
 
 
@@ -22,6 +22,27 @@ def _namespace() -> str:
 def _pod_ip() -> str | None:
     # A host-network pod's podIP is its node's primary address, the one the kubelet probes.
     return os.environ.get("POD_IP") or None
+
+
+def _names(values: tuple[str, ...]) -> str | None:
+    for value in values:
+        problem = core_settings.dns_subdomain(value)
+        if problem is not None:
+            return problem
+    return None
+
+
+def _communities(values: tuple[str, ...]) -> str | None:
+    """Each a community, or shaped like an alias (resolved against Community objects later)."""
+    for value in values:
+        try:
+            config.parse_community(value)
+        except config.CommunityFormatError:
+            if not value.strip() or any(c.isspace() for c in value):
+                return f"not a community or an alias name: {value!r}"
+        except ValueError as e:
+            return str(e)
+    return None
 
 
 @dataclass(frozen=True)
@@ -102,8 +123,21 @@ class Settings:
         help="On SIGTERM, seconds to wait for the new owners to announce before stopping.",
         check=core_settings.non_negative,
     )
+    # --- PodCIDRs over BGP (native pod routing; core.announce.PodCidrAdvertisement) ---
     advertise_pod_cidrs: bool = core_settings.setting(
         False, help="Also advertise this node's PodCIDRs to its BGP peers (native routing)."
+    )
+    pod_cidr_peers: tuple[str, ...] = core_settings.setting(
+        (),
+        help="BGPPeers (names) that receive the PodCIDRs; repeat or comma-separate; default:"
+        " every BGPPeer selecting the node.",
+        check=_names,
+    )
+    pod_cidr_communities: tuple[str, ...] = core_settings.setting(
+        (),
+        help="Communities of the PodCIDR routes (<AS>:<value>, large:<A>:<B>:<C>, or an alias"
+        " of a Community object); repeat or comma-separate.",
+        check=_communities,
     )
     excluded_interfaces: tuple[str, ...] = core_settings.setting(
         interfaces.DEFAULT_EXCLUDED,
@@ -114,3 +148,14 @@ class Settings:
 
     def __post_init__(self) -> None:
         core_settings.validate(self)
+        for name in ("pod_cidr_peers", "pod_cidr_communities"):
+            if getattr(self, name) and not self.advertise_pod_cidrs:
+                raise core_settings.SettingError(name, "needs --advertise-pod-cidrs")
+
+    def pod_cidr_advertisement(self) -> announce.PodCidrAdvertisement | None:
+        """What to advertise of this node's PodCIDRs (None: nothing)."""
+        if not self.advertise_pod_cidrs:
+            return None
+        return announce.PodCidrAdvertisement(
+            frozenset(self.pod_cidr_peers), self.pod_cidr_communities
+        )

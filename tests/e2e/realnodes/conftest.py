@@ -113,22 +113,34 @@ def udp_answer(host: topology.Host, ip: str, port: int, within: float = 10.0) ->
 
 @contextlib.contextmanager
 def real_lab(
-    workdir: Path, *, node_count: int = 3, install: bool = True, values: tuple[str, ...] = ()
+    workdir: Path,
+    *,
+    node_count: int = 3,
+    install: bool = True,
+    values: tuple[str, ...] = (),
+    pods_by_bgp: bool = False,
 ) -> Iterator[RealLab]:
+    """`pods_by_bgp`: the router gets no static routes to the pod networks and peers with the
+    nodes through a peer-group with a listen range (the PodCIDRs come over BGP)."""
     rc = nodes.RealCluster.start(workdir, node_count=node_count)
     frr: routers.Frr | None = None
     try:
         c = rc.cluster
         client = c.lab.add_client()
         router_host = c.lab.add_router()
-        rc.route_pod_networks(router_host)
         frr = routers.Frr(router_host, workdir / "frr")
-        frr.start(
-            routers.RouterConfig(
-                ROUTER_AS,
-                tuple(routers.Neighbor(n.host.ipv4, NODE_AS) for n in rc.nodes.values()),
+        if pods_by_bgp:
+            lan = str(topology.LAN_V4)
+            group = routers.ListenRange("NODES", lan, NODE_AS)
+            frr.start(routers.RouterConfig(ROUTER_AS, listen_ranges=(group,)))
+        else:
+            rc.route_pod_networks(router_host)
+            frr.start(
+                routers.RouterConfig(
+                    ROUTER_AS,
+                    tuple(routers.Neighbor(n.host.ipv4, NODE_AS) for n in rc.nodes.values()),
+                )
             )
-        )
         lab = RealLab(rc, client, c.lab.hosts["remote"], frr)
         print(f"\ncluster of {node_count} real nodes Ready in {rc.ready_seconds:.1f} s")
         if install:

@@ -469,6 +469,89 @@ def test_pod_cidrs_are_advertised_when_asked() -> None:
     }
 
 
+def pod_node(
+    *cidrs: str, labels: dict[str, str] | None = None, unavailable: bool = False
+) -> dict[str, model.Node]:
+    return {
+        "node-1": model.parse_node(
+            {
+                "metadata": {"name": "node-1", "labels": labels or {}},
+                "spec": {"podCIDRs": list(cidrs)},
+                "status": {
+                    "conditions": [
+                        {"type": "NetworkUnavailable", "status": "True" if unavailable else "False"}
+                    ]
+                },
+            }
+        )
+    }
+
+
+POD_CIDRS = ("198.19.1.0/24", "2001:db8:10:1::/64")
+
+
+def test_pod_cidrs_go_to_the_chosen_peers_with_their_communities() -> None:
+    objects = [peer("r1"), peer("r2"), peer("r3"), community(pods="65000:100")]
+    v = view([], [], objects, nodes=pod_node(*POD_CIDRS))
+    chosen = announce.PodCidrAdvertisement(frozenset({"r1", "r2"}), ("pods", "large:64500:1:2"))
+    plan = announce.bgp(v, "node-1", pod_cidrs=chosen)
+    assert not plan.problems
+    assert not plan.routes["r3"]
+    for name in ("r1", "r2"):
+        routes = plan.routes[name]
+        assert set(routes) == {IPv4Network(POD_CIDRS[0]), IPv6Network(POD_CIDRS[1])}
+        for route in routes.values():
+            assert route.services == ()
+            assert route.local_pref is None
+            assert {c.parts for c in route.communities} == {(65000, 100), (64500, 1, 2)}
+    everyone = announce.bgp(v, "node-1", pod_cidrs=announce.PodCidrAdvertisement())
+    assert all(len(everyone.routes[p]) == 2 for p in ("r1", "r2", "r3"))
+    assert announce.bgp(v, "node-1", pod_cidrs=None).routes == {"r1": {}, "r2": {}, "r3": {}}
+
+
+def test_pod_cidrs_ignore_the_exclusion_label_and_network_unavailable() -> None:
+    # Both only concern load balancing; pods on excluded nodes must stay reachable.
+    objects = [ROUTED, peer("r1"), bgp_adv()]
+    services = [svc("web", "203.0.113.10")]
+    slices = [slice_("web", ("node-1", True, None))]
+    for nodes in (
+        pod_node(*POD_CIDRS, labels={announce.EXCLUDE_LB_LABEL: ""}),
+        pod_node(*POD_CIDRS, unavailable=True),
+    ):
+        v = view(services, slices, objects, nodes=nodes)
+        assert not announce.bgp(v, "node-1").routes["r1"]  # no Service route from it
+        plan = announce.bgp(v, "node-1", pod_cidrs=True)
+        assert set(plan.routes["r1"]) == {IPv4Network(POD_CIDRS[0]), IPv6Network(POD_CIDRS[1])}
+
+
+def test_pod_cidrs_merge_with_a_service_route_of_the_same_prefix() -> None:
+    objects = [ROUTED, peer("r1"), bgp_adv(aggregationLength=24, communities=["65000:1"])]
+    services = [svc("web", "203.0.113.10")]
+    slices = [slice_("web", ("node-1", True, None))]
+    v = view(services, slices, objects, nodes=pod_node("203.0.113.0/24"))
+    chosen = announce.PodCidrAdvertisement(communities=("65000:2",))
+    route = announce.bgp(v, "node-1", pod_cidrs=chosen).routes["r1"][IPv4Network("203.0.113.0/24")]
+    assert {c.parts for c in route.communities} == {(65000, 1), (65000, 2)}
+    assert route.services == (model.ServiceKey("default/web"),)
+
+
+def test_bad_pod_cidrs_unknown_peers_and_aliases_are_reported_not_fatal() -> None:
+    v = view([], [], [peer("r1")], nodes=pod_node("198.19.1.0/24", "not-a-cidr", "10.0.0.0/33"))
+    chosen = announce.PodCidrAdvertisement(frozenset({"r1", "gone"}), ("no-such-alias",))
+    plan = announce.bgp(v, "node-1", pod_cidrs=chosen)
+    assert set(plan.routes["r1"]) == {IPv4Network("198.19.1.0/24")}
+    assert len(plan.problems) == 4, plan.problems
+    for needle in ("'not-a-cidr'", "'10.0.0.0/33'", "'gone'", "no-such-alias"):
+        assert sum(needle in p for p in plan.problems) == 1, (needle, plan.problems)
+
+
+def test_no_node_object_means_no_pod_cidrs() -> None:
+    v = view([], [], [peer("r1")], nodes={})
+    plan = announce.bgp(v, "node-1", pod_cidrs=True)
+    assert plan.peers == {}
+    assert plan.routes == {}
+
+
 def test_unknown_communities_are_reported_not_fatal() -> None:
     objects = [ROUTED, peer("r1"), bgp_adv(communities=["missing-alias"])]
     services = [svc("web", "203.0.113.10")]

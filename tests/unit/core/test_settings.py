@@ -96,3 +96,43 @@ def test_good_values_pass() -> None:
         node_name="node-1.example",
     )
     assert s.excluded_interfaces == ("^eth{1,2}$",)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "problem"),
+    [
+        ("pod_cidr_peers", ("router-a", "Router_B"), "'Router_B'"),
+        ("pod_cidr_communities", ("65000:1", "65000:70000"), "16-bit"),
+        ("pod_cidr_communities", ("big:1:2:3",), "large community"),
+        ("pod_cidr_communities", ("my alias",), "'my alias'"),
+    ],
+)
+def test_bad_pod_cidr_settings_name_their_field(field: str, value: Any, problem: str) -> None:
+    with pytest.raises(settings.SettingError) as caught:
+        speaker_settings.Settings(advertise_pod_cidrs=True, **{field: value})
+    assert caught.value.field == field
+    assert problem in caught.value.problem
+
+
+@pytest.mark.parametrize("field", ["pod_cidr_peers", "pod_cidr_communities"])
+def test_pod_cidr_choices_need_the_advertisement(field: str) -> None:
+    with pytest.raises(settings.SettingError) as caught:
+        speaker_settings.Settings(**{field: ("router",)})
+    assert caught.value.field == field
+    assert "--advertise-pod-cidrs" in caught.value.problem
+
+
+def test_pod_cidr_advertisement_follows_the_settings() -> None:
+    assert speaker_settings.Settings().pod_cidr_advertisement() is None
+    chosen = speaker_settings.Settings(
+        advertise_pod_cidrs=True,
+        pod_cidr_peers=("r1", "r2"),
+        pod_cidr_communities=("65000:1", "large:1:2:3", "an-alias"),
+    ).pod_cidr_advertisement()
+    assert chosen is not None
+    assert chosen.peers == {"r1", "r2"}
+    assert chosen.communities == ("65000:1", "large:1:2:3", "an-alias")
+    everyone = speaker_settings.Settings(advertise_pod_cidrs=True).pod_cidr_advertisement()
+    assert everyone is not None
+    assert not everyone.peers
+    assert not everyone.communities
