@@ -77,7 +77,8 @@ class SpeakerReport:
     conflicts: Mapping[str, str] = field(default_factory=dict)
     """Address -> MAC of another host that answers ARP/NDP for it."""
     sessions: tuple[SessionReport, ...] = ()
-    updated: float = 0.0
+    problems: tuple[str, ...] = ()
+    """Why this node announces nothing, or less than it could (blind, isolated, draining)."""
 
 
 # The rest of the snapshot.
@@ -643,7 +644,11 @@ def _layer2(
             for node, report in sorted(snapshot.speakers.items())
             for addr, why in report.not_announced.items()
             if addr == str(ip)
-        )
+        ) + [
+            f"{n.name}: {problem}"
+            for n in with_interface
+            for problem in snapshot.speakers[n.name].problems
+        ]
         findings.append(
             Finding(
                 NOT_ANNOUNCED,

@@ -103,6 +103,17 @@ class Layer2:
         """Address -> interfaces answering for it now."""
         return self._current
 
+    # --- read by `speaker.report` (ironlb doctor) ---------------------------------------------
+    @property
+    def wanted(self) -> Mapping[addresses.IP, announce.Announcement]:
+        """What the last plan asked this node to announce."""
+        return self._wanted
+
+    @property
+    def claimed(self) -> Mapping[addresses.IP, ethernet.MacAddress]:
+        """The last other MAC seen claiming each address this node announced."""
+        return self._claimed
+
     async def run(self) -> None:
         """Own the responders and the gratuitous schedule until cancelled."""
         try:

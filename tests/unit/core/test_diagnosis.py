@@ -108,7 +108,6 @@ def report(name: str, **kw: Any) -> diagnosis.SpeakerReport:
         "key_id": "k1",
         "live": ("a", "b"),
         "interfaces": (diagnosis.InterfaceReport("eth0", ("198.18.0.11/24",)),),
-        "updated": NOW,
     }
     base.update(kw)
     return diagnosis.SpeakerReport(**base)
@@ -351,6 +350,13 @@ def test_address_off_the_announcing_nodes_subnet() -> None:
     assert f.cause == diagnosis.OFF_SUBNET
     assert f"ip route add {addr}/32 via 198.18.0.11" in f.fix
     assert "198.18.0.11/24" in f.what
+
+
+def test_not_announced_gives_node_problems() -> None:
+    speakers = {"a": report("a", problems=("isolated: key differs",)), "b": report("b")}
+    f = only_finding(healthy(speakers=speakers))
+    assert f.cause == diagnosis.NOT_ANNOUNCED
+    assert "a: isolated: key differs" in f.what
 
 
 def test_not_announced_by_anyone_gives_the_nodes_reasons() -> None:
