@@ -229,7 +229,7 @@ def diagnose(snapshot: Snapshot, only: model.ServiceKey | None = None) -> list[F
     """Every finding: the cluster-wide ones, then those of each LoadBalancer Service (only the
     one `only` names, if given)."""
     findings = cluster_findings(snapshot)
-    allocator = _replay(snapshot)
+    allocator = replay(snapshot)
     for service in sorted(snapshot.services, key=lambda s: s.key):
         if only is not None and service.key != only:
             continue
@@ -259,7 +259,7 @@ def service_findings(
         return [_class_not_ours(snapshot, service)]
     ips = service.ingress_ips
     if not ips:
-        return [_no_address(snapshot, service, allocator or _replay(snapshot))]
+        return [_no_address(snapshot, service, allocator or replay(snapshot))]
     findings: list[Finding] = []
     index = addresses.RangeIndex(
         (r, name) for name, pool in snapshot.config.pools.items() for r in pool.spec.addresses
@@ -280,7 +280,7 @@ def service_findings(
 # Allocation (cause 1).
 
 
-def _replay(snapshot: Snapshot) -> alloc.Allocator:
+def replay(snapshot: Snapshot) -> alloc.Allocator:
     """An allocator holding every address Services show now, as the controller's would."""
     allocator = alloc.Allocator(snapshot.config)
     for service in sorted(snapshot.services, key=lambda s: s.key):
