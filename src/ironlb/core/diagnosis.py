@@ -564,9 +564,10 @@ def _address_findings(
             )
         )
         return findings
-    findings += _conflicts(snapshot, service, ip)
+    conflicts = _conflicts(snapshot, service, ip)
+    findings += conflicts
     if l2:
-        findings += _layer2(snapshot, service, ip, l2, running)
+        findings += _layer2(snapshot, service, ip, l2, running, bool(conflicts))
     if bgp:
         findings += _bgp(snapshot, service, ip, running)
     return findings
@@ -598,6 +599,7 @@ def _layer2(
     ip: addresses.IP,
     advs: Sequence[config.L2Advertisement],
     running: Sequence[model.Node],
+    conflicted: bool = False,
 ) -> list[Finding]:
     ref = _svc_ref(service)
     adv_refs = tuple(_obj_ref(a) for a in advs)
@@ -638,6 +640,8 @@ def _layer2(
             )
         ]
     owner = _owner(snapshot, ip)
+    if owner is None and conflicted:
+        return findings  # the conflict is why: said once
     if owner is None:
         reasons = sorted(
             f"{node}: {why}"

@@ -64,6 +64,8 @@ class _Layer2(Protocol):
     def wanted(self) -> Mapping[addresses.IP, announce.Announcement]: ...
     @property
     def claimed(self) -> Mapping[addresses.IP, object]: ...
+    @property
+    def in_use(self) -> Mapping[addresses.IP, object]: ...
 
 
 class _Bgp(Protocol):
@@ -121,8 +123,12 @@ def build(source: Source) -> diagnosis.SpeakerReport:
     )
     announced = {str(ip): ",".join(names) for ip, names in source.layer2.announced.items()}
     not_announced = {}
+    in_use = source.layer2.in_use
     for ip, a in source.layer2.wanted.items():
         if str(ip) in announced:
+            continue
+        if ip in in_use:
+            not_announced[str(ip)] = f"another host ({in_use[ip]}) already answers for it"
             continue
         choice = interfaces.choose(ip, links, a.interfaces, source.excluded)
         why = [f"{name}: {reason}" for name, reason in sorted(choice.rejected.items())]
@@ -131,6 +137,9 @@ def build(source: Source) -> diagnosis.SpeakerReport:
     conflicts = {
         str(ip): str(mac) for ip, mac in source.layer2.claimed.items() if str(ip) in announced
     }
+    conflicts.update(
+        (str(ip), str(mac)) for ip, mac in in_use.items() if ip in source.layer2.wanted
+    )
     problems = []
     if source.isolated:
         problems.append("isolated: peers' membership packets fail authentication (its key differs)")

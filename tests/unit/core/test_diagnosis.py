@@ -408,6 +408,15 @@ def test_another_host_answers_for_the_address() -> None:
     assert "02:00:00:00:00:99" in f.what
 
 
+def test_address_in_use_by_another_host_is_one_conflict_finding() -> None:
+    speakers = {
+        "a": report("a", conflicts={IP: "02:00:00:00:00:99"}, not_announced={IP: "in use"}),
+        "b": report("b"),
+    }
+    f = only_finding(healthy(speakers=speakers))
+    assert f.cause == diagnosis.CONFLICT
+
+
 # Cause 10: BGP.
 
 

@@ -49,6 +49,7 @@ class Layer2:
     announced: dict[addrs.IP, tuple[str, ...]] = field(default_factory=dict)
     wanted: dict[addrs.IP, announce.Announcement] = field(default_factory=dict)
     claimed: dict[addrs.IP, object] = field(default_factory=dict)
+    in_use: dict[addrs.IP, object] = field(default_factory=dict)
 
 
 @dataclass
@@ -132,6 +133,17 @@ def test_build_reports_what_the_speaker_holds() -> None:
     # A claim on an address this node no longer announces is no conflict.
     assert r.conflicts == {str(IP): "02:00:00:00:00:99"}
     assert r.problems == ()
+
+
+def test_build_reports_an_address_another_host_answers_for() -> None:
+    src = healthy_source()
+    src.layer2.in_use = {OTHER: "02:00:00:00:00:97", ipaddress.IPv4Address("198.18.0.9"): "x"}
+    r = report.build(src)
+    assert r.not_announced == {
+        str(OTHER): "another host (02:00:00:00:00:97) already answers for it"
+    }
+    # Only addresses the plan still wants: an old probe result is no conflict.
+    assert r.conflicts == {str(IP): "02:00:00:00:00:99", str(OTHER): "02:00:00:00:00:97"}
 
 
 def test_build_without_key_or_membership() -> None:
