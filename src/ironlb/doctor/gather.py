@@ -220,14 +220,17 @@ async def gather(
     )
     if legacy_cm is not None:
         deprecated += (f"ConfigMap/{namespace}/{LEGACY_CONFIGMAP}",)
+    parsed_nodes = tuple(model.parse_node(n) for n in nodes)
+    node_names = {n.name for n in parsed_nodes}
     speakers = {}
     for raw in reports:
         parsed = speakerreport.parse(raw)
-        speakers[parsed.node] = parsed
+        if parsed.node in node_names:  # a deleted node's last report says nothing now
+            speakers[parsed.node] = parsed
     snapshot = diagnosis.Snapshot(
         services=tuple(model.parse_service(s) for s in services),
         endpoints=endpoints,
-        nodes=tuple(model.parse_node(n) for n in nodes),
+        nodes=parsed_nodes,
         namespaces={
             n.get("metadata", {}).get("name", ""): n.get("metadata", {}).get("labels") or {}
             for n in namespaces
