@@ -109,6 +109,8 @@ def crd(
     versions: list[tuple[str, Schema, Schema | None, list[Schema]]],
     storage: str,
     deprecated: dict[str, str] | None = None,
+    group: str = GROUP,
+    status_subresource: bool = True,
 ) -> dict[str, Any]:
     """One CRD. versions: (name, spec schema, status schema or None, printer columns)."""
     out_versions = []
@@ -126,8 +128,9 @@ def crd(
             "served": True,
             "storage": name == storage,
             "schema": {"openAPIV3Schema": {"type": "object", "properties": props}},
-            "subresources": {"status": {}},
         }
+        if status_subresource:
+            version["subresources"] = {"status": {}}
         if columns:
             version["additionalPrinterColumns"] = columns
         if deprecated and name in deprecated:
@@ -138,11 +141,11 @@ def crd(
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
         "metadata": {
-            "name": f"{plural}.{GROUP}",
+            "name": f"{plural}.{group}",
             "labels": {"app.kubernetes.io/part-of": "ironlb"},
         },
         "spec": {
-            "group": GROUP,
+            "group": group,
             "names": {
                 "kind": kind,
                 "listKind": f"{kind}List",
@@ -571,6 +574,106 @@ configuration_state = crd(
     "v1beta1",
 )
 
+# ironlb's own group: what each speaker publishes for `ironlb status` / `ironlb doctor`. No
+# status subresource: the speaker writes the whole object with one apply, only on change.
+IRONLB_GROUP = "ironlb.io"
+
+speaker_report = crd(
+    "SpeakerReport",
+    "speakerreports",
+    [
+        (
+            "v1alpha1",
+            obj("Whose report this is.", {"nodeName": string("The speaker's node.")}),
+            obj(
+                "The speaker's own view of its node, written only when it changes (at most"
+                " every 5 s).",
+                {
+                    "membership": obj(
+                        "Speaker-to-speaker liveness.",
+                        {
+                            "enabled": boolean("Membership runs (its key exists)."),
+                            "keyOK": boolean("The memberlist Secret holds a usable key."),
+                            "keyID": string("First 12 hex digits of the signing key's SHA-256."),
+                            "live": strings("Nodes this speaker sees alive."),
+                        },
+                    ),
+                    "ignoreExcludeLB": boolean("Started with --ignore-exclude-lb."),
+                    "interfaces": {
+                        "type": "array",
+                        "description": "Interfaces of the node, with their addresses.",
+                        "items": obj(
+                            "One interface.",
+                            {
+                                "name": string("Interface name."),
+                                "addresses": strings("Addresses as ip/prefixlen."),
+                                "usable": boolean("May announce (Ethernet, up, not excluded)."),
+                            },
+                        ),
+                    },
+                    "announced": {
+                        "type": "array",
+                        "description": "Addresses this node answers ARP/NDP for.",
+                        "items": obj(
+                            "One address.",
+                            {
+                                "address": string("The address."),
+                                "interface": string("Interfaces answering, comma-separated."),
+                            },
+                        ),
+                    },
+                    "notAnnounced": {
+                        "type": "array",
+                        "description": "Addresses this node should announce but cannot, and why.",
+                        "items": obj(
+                            "One address.",
+                            {"address": string("The address."), "reason": string("Why not.")},
+                        ),
+                    },
+                    "conflicts": {
+                        "type": "array",
+                        "description": "Addresses another host also answers ARP/NDP for.",
+                        "items": obj(
+                            "One conflict.",
+                            {
+                                "address": string("The address."),
+                                "mac": string("The other host's MAC address."),
+                            },
+                        ),
+                    },
+                    "bgpSessions": {
+                        "type": "array",
+                        "description": "BGP sessions of this node, one per BGPPeer.",
+                        "items": obj(
+                            "One session.",
+                            {
+                                "peer": string("BGPPeer name."),
+                                "address": string("Peer address."),
+                                "state": string("BGP FSM state (Established, Active...)."),
+                                "since": string("Last state change.", format="date-time"),
+                                "prefixesSent": integer("Prefixes advertised now.", lo=0),
+                                "advertised": strings("Prefixes advertised now."),
+                                "bfd": string("BFD session state, when BFD runs."),
+                                "lastDown": string("Why the session last went down."),
+                            },
+                        ),
+                    },
+                    "problems": strings("Why this node announces less than it could."),
+                },
+            ),
+            [
+                column("Node", ".spec.nodeName"),
+                column("Live", ".status.membership.live"),
+                column("KeyOK", ".status.membership.keyOK", "boolean"),
+                AGE,
+            ],
+        )
+    ],
+    "v1alpha1",
+    group=IRONLB_GROUP,
+    status_subresource=False,
+)
+
 ALL = {
     "ipaddresspools": ip_address_pool,
     "l2advertisements": l2_advertisement,
@@ -581,6 +684,7 @@ ALL = {
     "servicebgpstatuses": service_bgp_status,
     "bgppeers": bgp_peer,
     "configurationstates": configuration_state,
+    "speakerreports": speaker_report,
 }
 
 HEADER = "# Generated by dev/gen_crds.py: edit that file, then run it.\n"
@@ -588,7 +692,8 @@ HEADER = "# Generated by dev/gen_crds.py: edit that file, then run it.\n"
 
 def render() -> dict[str, str]:
     return {
-        f"{GROUP}_{plural}.yaml": HEADER + yaml.safe_dump(doc, sort_keys=False, width=100)
+        f"{doc['spec']['group']}_{plural}.yaml": HEADER
+        + yaml.safe_dump(doc, sort_keys=False, width=100)
         for plural, doc in ALL.items()
     }
 
@@ -602,7 +707,13 @@ def main(argv: list[str]) -> int:
             for name, text in files.items()
             if not (out / name).is_file() or (out / name).read_text() != text
         ]
-        stale += [p for out in OUTS for p in out.glob(f"{GROUP}_*.yaml") if p.name not in files]
+        stale += [
+            p
+            for out in OUTS
+            for group in (GROUP, IRONLB_GROUP)
+            for p in out.glob(f"{group}_*.yaml")
+            if p.name not in files
+        ]
         for path in stale:
             print(f"{path.relative_to(DEPLOY.parent)} is out of date: run python dev/gen_crds.py")
         return 1 if stale else 0

@@ -19,7 +19,11 @@ import click
 
 from ironlb.controller import main as controller_main
 from ironlb.controller import settings as controller_settings
+from ironlb.core import model as core_model
 from ironlb.core import settings as core_settings
+from ironlb.doctor import command as doctor_command
+from ironlb.doctor import gather as doctor_gather
+from ironlb.k8s import client as k8s_client
 from ironlb.lab import netns, playground
 from ironlb.migrate import command as migrate_command
 from ironlb.speaker import main as speaker_main
@@ -219,6 +223,125 @@ def lab_shell(name: str, host: str) -> None:
 
 # --- `ironlb migrate` (issue 13): switching from MetalLB -----------------------------------
 cli.add_command(migrate_command.migrate)
+
+
+# --- ironlb status / ironlb doctor (also `kubectl ironlb ...`): see ironlb.doctor ----------------
+
+
+def _doctor_options(fn: Callable[..., None]) -> Callable[..., None]:
+    for option in reversed(
+        [
+            click.option("--kubeconfig", default=None, help="Path to the kubeconfig file."),
+            click.option("--context", default=None, help="kubeconfig context to use."),
+            click.option(
+                "--ironlb-namespace",
+                default="metallb-system",
+                show_default=True,
+                help="Namespace of the metallb.io configuration and the speakers' reports.",
+            ),
+            click.option("--lb-class", default=None, help="The loadBalancerClass ironlb serves."),
+            click.option(
+                "-o",
+                "--output",
+                type=click.Choice(["text", "json"]),
+                default="text",
+                show_default=True,
+            ),
+        ]
+    ):
+        fn = option(fn)
+    return fn
+
+
+def _snapshot(
+    kubeconfig: str | None, context: str | None, namespace: str, lb_class: str | None
+) -> Any:
+    async def go() -> Any:
+        async with k8s_client.Client.from_config(kubeconfig, context=context) as client:
+            return await doctor_gather.gather(client, namespace, lb_class=lb_class)
+
+    try:
+        return asyncio.run(go())
+    except (k8s_client.ConfigurationError, doctor_gather.GatherError) as e:
+        raise click.ClickException(str(e)) from None
+
+
+@cli.command("status")
+@_doctor_options
+def status_command(
+    kubeconfig: str | None,
+    context: str | None,
+    ironlb_namespace: str,
+    lb_class: str | None,
+    output: str,
+) -> None:
+    """Pools, LoadBalancer Services, speakers, BGP sessions and the controller, on one screen."""
+    gathered = _snapshot(kubeconfig, context, ironlb_namespace, lb_class)
+    data = doctor_command.status_of(gathered.snapshot)
+    if output == "json":
+        click.echo(json.dumps(data, indent=2))
+        return
+    colour = sys.stdout.isatty()
+    click.echo(doctor_command.render_status(data, colour=colour), color=colour)
+    for note in gathered.notes:
+        click.echo(f"note: {note}", err=True)
+
+
+@cli.command("doctor")
+@click.argument("service", required=False)
+@click.option("-n", "--namespace", default=None, help="Namespace of SERVICE (default: default).")
+@_doctor_options
+def doctor_command_(
+    service: str | None,
+    namespace: str | None,
+    kubeconfig: str | None,
+    context: str | None,
+    ironlb_namespace: str,
+    lb_class: str | None,
+    output: str,
+) -> None:
+    """Why a LoadBalancer Service (NAMESPACE/NAME, or NAME with -n) has no address or does not
+    answer; every LoadBalancer Service without SERVICE. Exit status 1 when something is wrong."""
+    only = None
+    if service:
+        ns, _, name = service.rpartition("/")
+        only = core_model.service_key(ns or namespace or "default", name)
+    gathered = _snapshot(kubeconfig, context, ironlb_namespace, lb_class)
+    if only is not None and not any(s.key == only for s in gathered.snapshot.services):
+        raise click.ClickException(f"Service {only} not found")
+    findings = doctor_command.doctor_of(gathered.snapshot, only)
+    if output == "json":
+        click.echo(doctor_command.findings_json(findings))
+    else:
+        colour = sys.stdout.isatty()
+        click.echo(doctor_command.render_findings(findings, colour=colour), color=colour)
+        for note in gathered.notes:
+            click.echo(f"note: {note}", err=True)
+    if findings:
+        sys.exit(1)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def kubectl_ironlb() -> None:
+    """ironlb as a kubectl plugin: `kubectl ironlb status|doctor`."""
+
+
+kubectl_ironlb.add_command(status_command)
+kubectl_ironlb.add_command(doctor_command_)
+
+
+def kubectl_main() -> None:
+    """Entry point of the `kubectl-ironlb` executable."""
+    try:
+        kubectl_ironlb.main(prog_name="kubectl ironlb", standalone_mode=False)
+    except click.exceptions.Abort:
+        sys.exit(1)
+    except click.ClickException as e:
+        click.echo(f"kubectl ironlb: {e.format_message()}", err=True)
+        sys.exit(e.exit_code)
+
+
+# --- end of ironlb status / doctor --------------------------------------------------------------
 
 
 def _exec(argv: list[str]) -> None:

@@ -102,6 +102,9 @@ COMMUNITIES = Resource("metallb.io", "v1beta1", "Community", "communities")
 BGP_PEERS = Resource("metallb.io", "v1beta2", "BGPPeer", "bgppeers")
 SERVICE_L2_STATUSES = Resource("metallb.io", "v1beta1", "ServiceL2Status", "servicel2statuses")
 SERVICE_BGP_STATUSES = Resource("metallb.io", "v1beta1", "ServiceBGPStatus", "servicebgpstatuses")
+# ironlb doctor: what each speaker publishes, and MetalLB's deprecated pool kind.
+SPEAKER_REPORTS = Resource("ironlb.io", "v1alpha1", "SpeakerReport", "speakerreports")
+ADDRESS_POOLS = Resource("metallb.io", "v1beta1", "AddressPool", "addresspools")
 CONFIGURATION_STATES = Resource(
     "metallb.io", "v1beta1", "ConfigurationState", "configurationstates"
 )

@@ -33,7 +33,7 @@ from typing import Protocol
 from prometheus_client import Gauge
 
 from ironlb.bgp import attributes, bfd, bfd_transport, families, fsm, rib, session, speaker
-from ironlb.core import announce, config, model
+from ironlb.core import announce, config, diagnosis, model
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,8 @@ class _Running:
     routes: dict[families.Family, dict[families.Prefix, rib.RouteAttributes]] = field(
         default_factory=dict
     )
+    since: float = field(default_factory=time.time)  # for `ironlb doctor`: last up/down
+    last_down: str = ""  # for `ironlb doctor`: why the session last went down
 
 
 def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
@@ -392,13 +394,13 @@ class Bgp:
         if running is None:
             return
         if isinstance(event, session.SessionUp):
-            running.up = True
+            running.up, running.since = True, time.time()
             log.info("BGPPeer %s: session established (%s)", name, running.config.name)
             self.changed.set()
         elif isinstance(event, session.SessionDown):
             if running.up:
                 log.warning("BGPPeer %s: session down: %s", name, event.reason)
-            running.up = False
+            running.up, running.since, running.last_down = False, time.time(), event.reason
             self.changed.set()
 
     async def stop_all(self, flush: float = 2.0) -> None:
@@ -416,6 +418,24 @@ class Bgp:
             del self._running[name]
         if tasks:
             await asyncio.wait(tasks, timeout=flush)
+
+    # --- read by `speaker.report` (ironlb doctor): each session as the SpeakerReport shows it --
+    def session_reports(self) -> tuple[diagnosis.SessionReport, ...]:
+        return tuple(
+            diagnosis.SessionReport(
+                name,
+                r.config.name,
+                r.peer.state.value,
+                r.since,
+                sum(len(r.peer.advertised(f)) for f in r.routes),
+                tuple(sorted(str(p) for f in r.routes for p in r.peer.advertised(f))),
+                "".join(w.title() for w in r.bfd_session.state.name.split("_"))
+                if r.bfd_session
+                else None,
+                r.last_down,
+            )
+            for name, r in sorted(self._running.items())
+        )
 
     def announced_services(self, plan: announce.BgpPlan) -> Mapping[model.ServiceKey, set[str]]:
         """Service -> established peers it is advertised to."""

@@ -89,6 +89,7 @@ class Layer2:
         self._cleared: set[addresses.IP] = set()
         self._probing: set[addresses.IP] = set()
         self._in_use: dict[addresses.IP, float] = {}
+        self._in_use_by: dict[addresses.IP, ethernet.MacAddress] = {}  # for ironlb doctor
         self._schedule: dict[addresses.IP, _Schedule] = {}
         self._wake = asyncio.Event()
         self._claimed: dict[addresses.IP, ethernet.MacAddress] = {}
@@ -102,6 +103,22 @@ class Layer2:
     def announced(self) -> Mapping[addresses.IP, tuple[str, ...]]:
         """Address -> interfaces answering for it now."""
         return self._current
+
+    # --- read by `speaker.report` (ironlb doctor) ---------------------------------------------
+    @property
+    def wanted(self) -> Mapping[addresses.IP, announce.Announcement]:
+        """What the last plan asked this node to announce."""
+        return self._wanted
+
+    @property
+    def claimed(self) -> Mapping[addresses.IP, ethernet.MacAddress]:
+        """The last other MAC seen claiming each address this node announced."""
+        return self._claimed
+
+    @property
+    def in_use(self) -> Mapping[addresses.IP, ethernet.MacAddress]:
+        """Addresses not announced because the probe found another host answering (its MAC)."""
+        return self._in_use_by
 
     async def run(self) -> None:
         """Own the responders and the gratuitous schedule until cancelled."""
@@ -179,8 +196,10 @@ class Layer2:
             foreign = await r.probe(ip, duration=self._settings.probe_before_announce)
             if foreign is None:
                 self._cleared.add(ip)
+                self._in_use_by.pop(ip, None)
                 return
             self._in_use[ip] = time.monotonic() + RETRY_IN_USE
+            self._in_use_by[ip] = foreign
             REFUSED.inc()
             note = (
                 f"not announcing {ip}: another host ({foreign}) already answers for it on "

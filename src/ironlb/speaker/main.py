@@ -43,7 +43,7 @@ from ironlb.membership import model as member_model
 from ironlb.membership import settings as member_settings
 from ironlb.membership import states, transport, wire
 from ironlb.net import links as net_links
-from ironlb.speaker import bgp, layer2, status
+from ironlb.speaker import bgp, layer2, report, status  # report: ironlb doctor
 from ironlb.speaker import settings as settings_
 
 log = logging.getLogger(__name__)
@@ -554,6 +554,10 @@ async def run(settings: settings_.Settings) -> int:
                         inner.create_task(speaker.follow_sessions()),
                         inner.create_task(speaker.watch_links(monitor)),
                         inner.create_task(speaker.plan_loop()),
+                        # ironlb doctor: this node's SpeakerReport (speaker/report.py)
+                        inner.create_task(
+                            report.Reporter(client, settings.namespace, speaker).run()
+                        ),
                     ]
                     inner.create_task(speaker.settle())
                     await stop.wait()
