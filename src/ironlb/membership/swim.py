@@ -14,6 +14,12 @@ SWIM (Das, Gupta, Motivala, 2002) with the refinements that buy speed and robust
   so it learns and refutes in the ACK of the very probe.
 - State changes are piggy-backed on every packet, fewest-sent first, each at most
   `retransmit_limit(n)` times (SWIM's lambda log n).
+- Lifeguard (see `settings`): a probe retries its direct PING; a suspicion lasts longer until
+  others confirm it independently (a member spreads a suspicion only when its own probe failed,
+  so every sender of a SUSPECT update is an independent suspecter and the wire format stays as it
+  was; one that merely heard of it probes the suspect at once, to confirm or to learn the
+  refutation); and a local health score, raised by our own failed probes and by refuting
+  suspicions of ourselves, stretches our probe timeouts and period.
 - A LEAVE (a GOSSIP packet carrying the sender's LEFT update) goes to every member at once and
   marks the sender LEFT wherever it arrives: no suspicion period.
 
@@ -60,7 +66,20 @@ class _Probe:
     target: election.NodeName
     ask_helpers_at: float
     fail_at: float
+    retry_at: list[float]
+    """When to send the direct PING again (Lifeguard's retried probes), ascending."""
     helpers_asked: bool = False
+
+    def next_at(self) -> float:
+        return min([self.fail_at if self.helpers_asked else self.ask_helpers_at, *self.retry_at])
+
+
+@dataclass(slots=True)
+class _Suspicion:
+    started: float
+    deadline: float
+    suspecters: set[election.NodeName]
+    """Members known to have suspected independently (their own probe failed)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +130,10 @@ class Membership:
         self._next_period = now
         self._left = False
         self._members: dict[election.NodeName, model.Member] = {}
-        self._suspicions: dict[election.NodeName, float] = {}
+        self._suspicions: dict[election.NodeName, _Suspicion] = {}
+        self._health = 0
+        self._to_probe: list[election.NodeName] = []
+        self._refuting = False
         self._probes: dict[int, _Probe] = {}
         self._relays: dict[int, _Relay] = {}
         self._round: list[election.NodeName] = []
@@ -136,6 +158,12 @@ class Membership:
         """Packets dropped by `receive`, by reason, since the start."""
         return dict(self._dropped)
 
+    @property
+    def health(self) -> int:
+        """Lifeguard's local health score: 0 is healthy; our probe timeouts and period are
+        multiplied by 1 + this."""
+        return self._health
+
     def drain_events(self) -> list[model.Event]:
         events, self._events = self._events, []
         return events
@@ -144,8 +172,9 @@ class Membership:
         """When `tick` must run next; None once this node has left."""
         if self._left:
             return None
-        probes = (p.fail_at if p.helpers_asked else p.ask_helpers_at for p in self._probes.values())
-        return min([self._next_period, *self._suspicions.values(), *probes])
+        probes = (probe.next_at() for probe in self._probes.values())
+        suspicions = (suspicion.deadline for suspicion in self._suspicions.values())
+        return min([self._next_period, *suspicions, *probes])
 
     # --- what the shell tells ---------------------------------------------------------------
 
@@ -208,9 +237,10 @@ class Membership:
         out = self._expire_suspicions(now)
         out += self._advance_probes(now)
         if now >= self._next_period:
-            self._next_period += self._config.probe_interval
+            interval = self._config.probe_interval * self._scale()
+            self._next_period += interval
             if self._next_period <= now:  # the shell was late: do not try to catch up
-                self._next_period = now + self._config.probe_interval
+                self._next_period = now + interval
             out += [self._start_probe(target, now) for target in self._period_targets()]
         return out
 
@@ -231,15 +261,19 @@ class Membership:
         if isinstance(message, wire.Ping) and message.target != self._name:
             return self._drop(wire.DropReason.WRONG_TARGET)
         for update in packet.updates:
-            self._hear(update, now)
+            self._hear(update, packet.sender, now)
+        out = self._probe_new_suspects(now)
+        if self._refuting:
+            self._refuting = False
+            out += self._broadcast(self._own_update())
         if isinstance(message, wire.Ping):
             ack = wire.Ack(message.probe_id, self._incarnation, self._meta)
-            return [self._datagram(source, ack, packet.sender)]
+            return [self._datagram(source, ack, packet.sender), *out]
         if isinstance(message, wire.Ack):
-            return self._acked(message, now)
+            return self._acked(message, now) + out
         if isinstance(message, wire.PingReq):
-            return [self._relay(source, message, now)]
-        return []
+            return [self._relay(source, message, now), *out]
+        return out
 
     # --- probing ----------------------------------------------------------------------------
 
@@ -267,9 +301,34 @@ class Membership:
 
     def _start_probe(self, target: election.NodeName, now: float) -> model.Datagram:
         probe_id = self._new_probe_id()
-        timeout, period = self._config.probe_timeout, self._config.probe_interval
-        self._probes[probe_id] = _Probe(target, now + timeout, now + period)
+        scale = self._scale()
+        timeout = self._config.probe_timeout * scale
+        period = self._config.probe_interval * scale
+        retries = self._config.probe_retries if self._config.lifeguard else 0
+        step = (period - timeout) / (retries + 1)
+        retry_at = [now + timeout + i * step for i in range(retries)]
+        self._probes[probe_id] = _Probe(target, now + timeout, now + period, retry_at)
+        return self._ping(probe_id, target)
+
+    def _ping(self, probe_id: int, target: election.NodeName) -> model.Datagram:
         return self._datagram(self._members[target].address, wire.Ping(probe_id, target), target)
+
+    def _probe_new_suspects(self, now: float) -> list[model.Datagram]:
+        """Lifeguard: a suspicion we only heard of is checked at once, not next period."""
+        names, self._to_probe = self._to_probe, []
+        probing = {probe.target for probe in self._probes.values()}
+        return [
+            self._start_probe(name, now)
+            for name in dict.fromkeys(names)
+            if name in self._suspicions and name not in probing
+        ]
+
+    def _scale(self) -> int:
+        return 1 + self._health if self._config.lifeguard else 1
+
+    def _adjust_health(self, delta: int) -> None:
+        if self._config.lifeguard:
+            self._health = min(self._config.max_health, max(0, self._health + delta))
 
     def _advance_probes(self, now: float) -> list[model.Datagram]:
         out = []
@@ -277,13 +336,29 @@ class Membership:
             if now >= probe.fail_at:
                 del self._probes[probe_id]
                 member = self._members.get(probe.target)
-                if member is not None:
+                if member is None:
+                    continue
+                if member.state is _ALIVE:
+                    self._adjust_health(+1)  # no ACK from a member believed alive
+                if member.state is _SUSPECT:
+                    self._confirm(probe.target, self._name, member.incarnation, now)
+                else:
                     self._apply(
-                        probe.target, states.Timer.PROBE_FAILED, member.incarnation, None, now
+                        probe.target,
+                        states.Timer.PROBE_FAILED,
+                        member.incarnation,
+                        None,
+                        now,
+                        suspecter=self._name,
                     )
-            elif not probe.helpers_asked and now >= probe.ask_helpers_at:
+                continue
+            if not probe.helpers_asked and now >= probe.ask_helpers_at:
                 probe.helpers_asked = True
                 out += self._ask_helpers(probe_id, probe.target)
+            while probe.retry_at and now >= probe.retry_at[0]:
+                probe.retry_at.pop(0)
+                if probe.target in self._members:
+                    out.append(self._ping(probe_id, probe.target))
         for probe_id, relay in list(self._relays.items()):
             if now >= relay.expires:
                 del self._relays[probe_id]
@@ -308,6 +383,7 @@ class Membership:
     def _acked(self, ack: wire.Ack, now: float) -> list[model.Datagram]:
         probe = self._probes.pop(ack.probe_id, None)
         if probe is not None:
+            self._adjust_health(-1)
             self._apply(probe.target, _ALIVE, ack.incarnation, ack.meta, now)
             return []
         relay = self._relays.pop(ack.probe_id, None)
@@ -323,10 +399,14 @@ class Membership:
 
     # --- state --------------------------------------------------------------------------------
 
-    def _hear(self, update: wire.Update, now: float) -> None:
+    def _hear(self, update: wire.Update, sender: election.NodeName, now: float) -> None:
         if update.name != self._name:
+            if update.state is _SUSPECT and self._confirm(
+                update.name, sender, update.incarnation, now
+            ):
+                return
             meta = update.meta if update.state is _ALIVE else None
-            self._apply(update.name, update.state, update.incarnation, meta, now)
+            self._apply(update.name, update.state, update.incarnation, meta, now, suspecter=sender)
             return
         # News about ourselves: anything but our own current ALIVE must be overridden.
         if update.state is _ALIVE:
@@ -334,6 +414,10 @@ class Membership:
         else:
             outdated = update.incarnation >= self._incarnation
         if outdated:
+            if update.state is not _ALIVE:
+                self._adjust_health(+1)  # others could not hear us in time
+                # Lifeguard: the refutation goes to every member at once, as a DEAD does.
+                self._refuting = self._config.lifeguard
             self._reincarnate(update.incarnation + 1)
 
     def _reincarnate(self, incarnation: int) -> None:
@@ -349,8 +433,12 @@ class Membership:
         incarnation: int,
         meta: bytes | None,
         now: float,
+        suspecter: election.NodeName | None = None,
     ) -> bool:
-        """Feed `event` to the state table for `name`; True if the member changed."""
+        """Feed `event` to the state table for `name`; True if the member changed.
+
+        `suspecter`: who suspects, when `event` may make the member SUSPECT (us, or the
+        sender of the news)."""
         member = self._members.get(name)
         if member is None:
             return False
@@ -369,17 +457,51 @@ class Membership:
         elif changed.meta != member.meta:
             self._events.append(model.MemberUpdated(changed))
         if target is _SUSPECT:
-            self._suspicions[name] = now + self._config.suspicion_for(len(self._members) + 1)
+            suspecters = {suspecter} if suspecter is not None else set()
+            self._suspicions[name] = _Suspicion(now, now, suspecters)
+            self._set_deadline(self._suspicions[name])
+            if self._config.lifeguard and suspecter != self._name:
+                # Heard, not seen: check it ourselves at once, and spread it only if our own
+                # probe fails too (see `_confirm`), so every SUSPECT sender is independent.
+                self._to_probe.append(name)
+                return True
         else:
             self._suspicions.pop(name, None)
         alive_meta = changed.meta if target is _ALIVE else b""
         self._spread(wire.Update(name, target, incarnation, alive_meta))
         return True
 
+    def _confirm(
+        self, name: election.NodeName, suspecter: election.NodeName, incarnation: int, now: float
+    ) -> bool:
+        """Lifeguard: `suspecter` independently suspects `name` at `incarnation`, which we
+        already suspect at that incarnation; False if that is not the case (plain news)."""
+        member = self._members.get(name)
+        suspicion = self._suspicions.get(name)
+        if (
+            not self._config.lifeguard
+            or member is None
+            or suspicion is None
+            or member.state is not _SUSPECT
+            or member.incarnation != incarnation
+        ):
+            return False
+        if suspecter not in suspicion.suspecters:
+            suspicion.suspecters.add(suspecter)
+            self._set_deadline(suspicion)
+            if suspecter == self._name:
+                self._spread(wire.Update(name, _SUSPECT, incarnation))
+        return True
+
+    def _set_deadline(self, suspicion: _Suspicion) -> None:
+        confirmations = max(0, len(suspicion.suspecters) - 1)
+        timeout = self._config.suspicion_after(len(self._members) + 1, confirmations)
+        suspicion.deadline = suspicion.started + timeout
+
     def _expire_suspicions(self, now: float) -> list[model.Datagram]:
         out = []
-        for name, deadline in list(self._suspicions.items()):
-            if now < deadline:
+        for name, suspicion in list(self._suspicions.items()):
+            if now < suspicion.deadline:
                 continue
             incarnation = self._members[name].incarnation
             if self._apply(name, states.Timer.SUSPICION_EXPIRED, incarnation, None, now):

@@ -81,6 +81,11 @@ class Transport:
         return self._core.members
 
     @property
+    def health(self) -> int:
+        """Lifeguard's local health score (0: healthy), see `swim.Membership.health`."""
+        return self._core.health
+
+    @property
     def dropped(self) -> dict[wire.DropReason, int]:
         """Packets received and dropped, by reason, since the start."""
         return self._core.dropped

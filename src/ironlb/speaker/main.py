@@ -75,8 +75,16 @@ class _MembershipMetrics:
                 states_family.add_metric([state], n)
             for reason, n in self.members.dropped.items():
                 dropped.add_metric([str(reason)], n)
+        # chaos (issue 9): Lifeguard's local health score
+        health = metrics_core.GaugeMetricFamily(
+            "ironlb_membership_local_health_score",
+            "Lifeguard's local health score: 0 healthy; probe timeouts are scaled by 1 + it",
+        )
+        if self.members is not None:
+            health.add_metric([], self.members.health)
         yield states_family
         yield dropped
+        yield health
 
 
 MEMBERSHIP = _MembershipMetrics()
@@ -541,6 +549,7 @@ async def run(settings: settings_.Settings) -> int:
             member_config = member_settings.Settings(
                 probe_interval=settings.probe_interval,
                 suspicion_timeout=settings.suspicion_timeout,
+                lifeguard=settings.lifeguard,  # chaos: Lifeguard on/off (issue 9)
             )
             async with net_links.Monitor() as monitor:
                 speaker.links = monitor.links

@@ -101,6 +101,11 @@ class Settings:
         help="Seconds a suspected node has to refute before it is declared dead.",
         check=core_settings.positive,
     )
+    lifeguard: bool = core_settings.setting(
+        True,
+        help="Membership with Lifeguard (retried probes, confirmed suspicions, local health):"
+        " far fewer false failovers on a lossy or busy network; off: plain SWIM.",
+    )
     gratuitous_interval: float = core_settings.setting(
         1.1,
         help="Seconds between the gratuitous ARP/NA sent after a takeover (Linux ignores"

@@ -19,6 +19,7 @@ KEY = b"cluster-key-0123456789abcdef"
 LATENCY = 0.0005
 PORT = 7946
 DEFAULTS = settings.Settings()
+PLAIN = settings.Settings(lifeguard=False)
 
 ALIVE = states.MemberState.ALIVE
 SUSPECT = states.MemberState.SUSPECT
@@ -49,8 +50,15 @@ Loss = Callable[[election.NodeName, election.NodeName, wire.Packet], bool]
 class Network:
     """Delivers datagrams after LATENCY unless a node is down, a link is cut, or `loss` says so."""
 
-    def __init__(self, size: int, seed: int = 1, keys: list[bytes] | None = None) -> None:
+    def __init__(
+        self,
+        size: int,
+        seed: int = 1,
+        keys: list[bytes] | None = None,
+        config: settings.Settings = DEFAULTS,
+    ) -> None:
         self.now = 0.0
+        self.config = config
         self.cores: dict[election.NodeName, swim.Membership] = {}
         self.names: dict[model.Endpoint, election.NodeName] = {}
         self.down: set[election.NodeName] = set()
@@ -76,6 +84,7 @@ class Network:
             random.Random(self._seed),
             self.now,
             first_sequence=int(self.now * 1e9) + 1,
+            config=self.config,
         )
 
     def seed(self, name: election.NodeName) -> None:
@@ -154,8 +163,8 @@ class Network:
         self.cut |= {(a, b), (b, a)}
 
 
-def _converged(size: int) -> Network:
-    network = Network(size)
+def _converged(size: int, config: settings.Settings = DEFAULTS) -> Network:
+    network = Network(size, config=config)
     network.run_until(1.0)
     return network
 
@@ -171,19 +180,22 @@ def test_cluster_converges_to_all_alive_within_a_round_trip() -> None:
     assert len(network.events_about(node(3), model.MemberUp)) == 4
 
 
+@pytest.mark.parametrize("config", [DEFAULTS, PLAIN], ids=["lifeguard", "plain"])
 @pytest.mark.parametrize("size", [2, 3, 5, 8])
 @pytest.mark.parametrize("phase", [0.0, 0.0007, 0.037, 0.061, 0.0999])
-def test_dead_node_is_declared_dead_everywhere_within_the_bound(size: int, phase: float) -> None:
-    network = _converged(size)
+def test_dead_node_is_declared_dead_everywhere_within_the_bound(
+    size: int, phase: float, config: settings.Settings
+) -> None:
+    network = _converged(size, config)
     victim = node(size)
     killed_at = 1.0 + phase
     network.run_until(killed_at)
     network.down.add(victim)
-    bound = DEFAULTS.detection_bound(size) + LATENCY
+    bound = config.detection_bound(size) + LATENCY
     network.run_until(killed_at + bound)
     declared = network.events_about(victim, model.MemberDown)
     assert sorted(observer for _, observer in declared) == [node(i) for i in range(1, size)]
-    assert all(killed_at + DEFAULTS.suspicion_timeout < t <= killed_at + bound for t, _ in declared)
+    assert all(killed_at + config.suspicion_timeout < t <= killed_at + bound for t, _ in declared)
     for observer in network.cores.keys() - {victim}:
         assert network.view(observer)[victim] is DEAD
         others = {n: s for n, s in network.view(observer).items() if n != victim}
@@ -211,13 +223,15 @@ def test_one_lost_packet_raises_no_suspicion(lost: type[wire.Message], nth: int)
     assert not [e for _, _, e in network.events if isinstance(e, model.MemberDown)]
 
 
+@pytest.mark.parametrize("config", [DEFAULTS, PLAIN], ids=["lifeguard", "plain"])
 @pytest.mark.parametrize("size", [3, 5])
-def test_ten_percent_random_loss_kills_no_one(size: int) -> None:
-    network = _converged(size)
+def test_ten_percent_random_loss_kills_no_one(size: int, config: settings.Settings) -> None:
+    network = _converged(size, config)
     rng = random.Random(size)
     network.loss = lambda source, destination, packet: rng.random() < 0.1
     network.run_until(21.0)
-    assert [e for _, _, e in network.events if isinstance(e, model.MemberSuspect)]
+    if not config.lifeguard:  # with Lifeguard's retried probes, suspicions are rare
+        assert [e for _, _, e in network.events if isinstance(e, model.MemberSuspect)]
     assert not [e for _, _, e in network.events if isinstance(e, model.MemberDown)]
 
 
@@ -236,7 +250,7 @@ def test_a_node_that_cannot_hear_is_declared_dead_and_takes_no_one_down() -> Non
 
 
 def test_in_a_two_node_cluster_one_lost_ack_is_refuted_not_fatal() -> None:
-    network = _converged(2)
+    network = _converged(2, PLAIN)  # Lifeguard's retried PING would hide the loss
     lost: list[wire.Packet] = []
 
     def lose_first_ack(
@@ -456,3 +470,168 @@ def test_mutated_packets_are_dropped_and_counted(data: st.DataObject) -> None:
     before = sum(core.dropped.values())
     core.receive(endpoint(2), bytes(payload), network.now)
     assert sum(core.dropped.values()) == before + 1
+
+
+# --- Lifeguard -----------------------------------------------------------------------------
+
+
+def test_thirty_percent_loss_falsely_kills_under_plain_swim_and_not_under_lifeguard() -> None:
+    """Two simulated minutes (two runs of one) of 30 % random loss on every packet, three
+    members (about 20 s of CPU)."""
+    downs: dict[bool, list[model.Event]] = {False: [], True: []}
+    for seed in (1, 2):
+        for config in (PLAIN, DEFAULTS):
+            network = Network(3, seed=seed, config=config)
+            network.run_until(1.0)
+            network.loss = _random_loss(0.3, seed)
+            network.run_until(61.0)
+            downs[config.lifeguard] += [
+                e for _, _, e in network.events if isinstance(e, model.MemberDown)
+            ]
+    assert downs[False], "plain SWIM should show the false deaths Lifeguard removes"
+    assert downs[True] == []
+
+
+def _random_loss(rate: float, seed: int) -> Loss:
+    rng = random.Random(seed)
+    return lambda source, destination, packet: rng.random() < rate
+
+
+def _silent_core(config: settings.Settings = DEFAULTS) -> swim.Membership:
+    """node-1, with node-2 and node-3 as peers that never answer."""
+    core = swim.Membership(node(1), endpoint(1), [KEY], random.Random(7), 0.0, 1, config=config)
+    core.set_peers({node(i): endpoint(i) for i in (1, 2, 3)}, 0.0)
+    # Confirmed by a first packet from each (UNCONFIRMED members are never suspected).
+    for i in (2, 3):
+        update = wire.Update(node(i), ALIVE, 0)
+        packet = wire.Packet(node(i), 1, wire.Gossip(), (update,))
+        core.receive(endpoint(i), wire.encode(packet, KEY), 0.0)
+    core.drain_events()
+    return core
+
+
+def _run(
+    core: swim.Membership, end: float, now: float = 0.0
+) -> tuple[float, list[tuple[float, model.Event]]]:
+    events = []
+    while (deadline := core.next_deadline()) is not None and deadline <= end:
+        now = max(now, deadline)
+        core.tick(now)
+        events += [(now, e) for e in core.drain_events()]
+    return now, events
+
+
+def _first(events: list[tuple[float, model.Event]], kind: type[model.Event], who: int) -> float:
+    return next(t for t, e in events if isinstance(e, kind) and e.member.name == node(who))
+
+
+@pytest.mark.parametrize("config", [DEFAULTS, PLAIN], ids=["lifeguard", "plain"])
+def test_an_unconfirmed_suspicion_lasts_the_maximum_and_a_confirmation_shortens_it(
+    config: settings.Settings,
+) -> None:
+    core = _silent_core(config)
+    _, events = _run(core, 3.0)
+    suspected = _first(events, model.MemberSuspect, 3)
+    lasted = _first(events, model.MemberDown, 3) - suspected
+    assert lasted == pytest.approx(config.suspicion_after(3, 0), abs=0.01)
+
+    # The same, but node-2 says it suspects node-3 too, right after we did.
+    core = _silent_core(config)
+    now, events = _run(core, suspected)
+    assert any(isinstance(e, model.MemberSuspect) for _, e in events)
+    confirm = wire.Update(node(3), SUSPECT, 0)
+    packet = wire.Packet(node(2), 5, wire.Gossip(), (confirm,))
+    core.receive(endpoint(2), wire.encode(packet, KEY), now + 0.001)
+    _, later = _run(core, 3.0, now + 0.001)
+    lasted = _first(events + later, model.MemberDown, 3) - suspected
+    assert lasted == pytest.approx(config.suspicion_timeout, abs=0.01)
+
+
+def test_a_suspicion_heard_is_probed_at_once_and_not_spread_unless_confirmed() -> None:
+    core = _silent_core()
+    for probe_id, probe in list(core._probes.items()):  # answer the probes in flight
+        ack = wire.Packet(probe.target, 2, wire.Ack(probe_id, 0, b""), ())
+        core.receive(core.members[probe.target].address, wire.encode(ack, KEY), 0.0)
+    news = wire.Update(node(3), SUSPECT, 0)
+    packet = wire.Packet(node(2), 5, wire.Gossip(), (news,))
+    out = core.receive(endpoint(2), wire.encode(packet, KEY), 0.001)
+    pings = [wire.decode(d.payload, [KEY]) for d in out if d.endpoint == endpoint(3)]
+    assert [type(p.message) for p in pings] == [wire.Ping]  # checked at once
+    # Our packets to node-2 do not echo node-2's suspicion back as ours...
+    ack = core.receive(endpoint(2), _ping_from(2, 6), 0.002)
+    carried = wire.decode(ack[0].payload, [KEY]).updates
+    assert not [u for u in carried if u.name == node(3) and u.state is SUSPECT]
+    # ...until our own probe of node-3 fails too: then we are an independent suspecter.
+    _run(core, 0.2, 0.002)
+    ack = core.receive(endpoint(2), _ping_from(2, 7), 0.2)
+    carried = wire.decode(ack[0].payload, [KEY]).updates
+    assert [u for u in carried if u.name == node(3) and u.state is SUSPECT]
+
+
+def _ping_from(index: int, sequence: int) -> bytes:
+    ping = wire.Ping(99, node(1))
+    return wire.encode(wire.Packet(node(index), sequence, ping, ()), KEY)
+
+
+def test_a_probe_retries_its_ping_within_the_period() -> None:
+    core = _silent_core()
+    pings: dict[int, list[float]] = {}
+    now = 0.0
+    while (deadline := core.next_deadline()) is not None and deadline < 0.1:
+        now = deadline
+        for datagram in core.tick(now):
+            message = wire.decode(datagram.payload, [KEY]).message
+            if isinstance(message, wire.Ping):
+                pings.setdefault(message.probe_id, []).append(now)
+    step = (DEFAULTS.probe_interval - DEFAULTS.probe_timeout) / (DEFAULTS.probe_retries + 1)
+    retries = [DEFAULTS.probe_timeout + i * step for i in range(DEFAULTS.probe_retries)]
+    started_now = [times for times in pings.values() if times[0] == 0.0]
+    assert started_now
+    for times in started_now:
+        assert times == pytest.approx([0.0, *retries])
+
+
+def test_local_health_rises_with_missed_acks_slows_probing_and_recovers() -> None:
+    core = _silent_core()
+    assert core.health == 0
+    now, _ = _run(core, 0.35)
+    assert 0 < core.health <= DEFAULTS.max_health
+    # The next probe's timeouts are stretched by 1 + health.
+    scale = 1 + core.health
+    before = set(core._probes)
+    while set(core._probes) <= before:
+        now = max(now, core.next_deadline() or now)
+        core.tick(now)
+    probe = core._probes[max(set(core._probes) - before)]
+    assert probe.ask_helpers_at - now == pytest.approx(DEFAULTS.probe_timeout * scale)
+    assert probe.fail_at - now == pytest.approx(DEFAULTS.probe_interval * scale)
+    # Every ACK lowers the score again.
+    core = _silent_core()
+    _run(core, 0.35)
+    raised = core.health
+    probe_id = max(core._probes)  # the probe still running: answer it
+    target = core._probes[probe_id].target
+    ack = wire.Packet(target, 50, wire.Ack(probe_id, 0, b""), ())
+    core.receive(core.members[target].address, wire.encode(ack, KEY), 0.36)
+    assert core.health == raised - 1
+    assert PLAIN.lifeguard is False
+    plain = _silent_core(PLAIN)
+    _run(plain, 5.0)
+    assert plain.health == 0
+
+
+def test_a_refutation_goes_to_every_member_at_once() -> None:
+    core = _silent_core()
+    news = wire.Update(node(1), SUSPECT, 0)
+    packet = wire.Packet(node(2), 5, wire.Gossip(), (news,))
+    out = core.receive(endpoint(2), wire.encode(packet, KEY), 0.001)
+    refuting = {
+        d.endpoint
+        for d in out
+        if any(
+            u.name == node(1) and u.state is ALIVE and u.incarnation == 1
+            for u in wire.decode(d.payload, [KEY]).updates
+        )
+    }
+    assert refuting == {endpoint(2), endpoint(3)}
+    assert core.health == 1

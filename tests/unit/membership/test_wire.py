@@ -234,11 +234,25 @@ class TestStateTable:
 
 class TestSettings:
     def test_defaults_detect_within_half_a_second_in_small_clusters(self) -> None:
+        plain = settings.Settings(lifeguard=False)
+        assert plain.detection_bound(3) == pytest.approx(0.45)
+        assert plain.detection_bound(8) == pytest.approx(0.45)
+        assert plain.suspicion_for(16) == pytest.approx(0.25 * 4 / 3)
+        assert plain.detection_bound(64) == pytest.approx(0.70)
+        # Lifeguard waits up to one more period for a confirmation (worst case, not typical).
         config = settings.Settings()
-        assert config.detection_bound(3) == pytest.approx(0.45)
-        assert config.detection_bound(8) == pytest.approx(0.45)
-        assert config.suspicion_for(16) == pytest.approx(0.25 * 4 / 3)
-        assert config.detection_bound(64) == pytest.approx(0.70)
+        assert config.detection_bound(2) == pytest.approx(0.45)
+        assert config.detection_bound(3) == pytest.approx(0.55)
+        assert config.detection_bound(64) == pytest.approx(0.80)
+
+    def test_suspicion_shrinks_logarithmically_with_confirmations(self) -> None:
+        config = settings.Settings()
+        assert config.suspicion_after(3, 0) == pytest.approx(1.0)  # 4 x 0.25, unconfirmed
+        assert config.suspicion_after(3, 1) == pytest.approx(0.25)  # n - 2 = 1 confirmer
+        assert config.suspicion_after(2, 0) == pytest.approx(0.25)  # nobody could confirm
+        assert config.suspicion_after(8, 1) == pytest.approx(1.0 - 0.75 * 0.5)
+        assert config.suspicion_after(8, 3) == config.suspicion_after(8, 9) == pytest.approx(0.25)
+        assert settings.Settings(lifeguard=False).suspicion_after(8, 0) == pytest.approx(0.25)
 
     def test_retransmissions_grow_with_log_n(self) -> None:
         config = settings.Settings()
