@@ -13,11 +13,17 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from ironlb.k8s import client as k8s
 from ironlb.lab import cluster as lab_cluster
 from ironlb.lab import netns, topology
 from support import kube
+
+# Hypothesis' per-example deadline is a timing assertion: on a busy CI machine (the e2e suite
+# beside it) a correct property fails with DeadlineExceeded. Properties are about results only.
+settings.register_profile("ironlb", deadline=None)
+settings.load_profile("ironlb")
 
 
 def _require_root() -> None:
