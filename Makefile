@@ -52,7 +52,7 @@ unit: venv
 FUZZ_EXAMPLES ?= 1000000
 fuzz: venv
 	IRONLB_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) IRONLB_FUZZ_MUTATIONS=$(FUZZ_EXAMPLES) \
-	  $(BIN)/pytest -p no:cacheprovider tests/fuzz
+	  $(BIN)/pytest -p no:cacheprovider -o timeout=0 tests/fuzz
 
 lab: deps lab-images
 	$(BIN)/ironlb lab up
