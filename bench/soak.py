@@ -181,11 +181,18 @@ async def create_all(admin: k8s.Client, names: list[str]) -> None:
                 (k8s.SERVICES, service(name)),
                 (k8s.ENDPOINT_SLICES, slice_(name, all_ready)),
             ):
-                try:
-                    await admin.create(res, body, NS)
-                except k8s.ApiError as e:
-                    if not e.conflict:  # a retried create whose first try got through
-                        raise
+                for attempt in range(5):  # a loaded API server may time out a while
+                    try:
+                        await admin.create(res, body, NS)
+                        break
+                    except k8s.ApiError as e:
+                        if not e.conflict:  # a retried create whose first try got through
+                            raise
+                        break
+                    except k8s.Unreachable:
+                        if attempt == 4:
+                            raise
+                        await asyncio.sleep(2.0)
 
     await asyncio.gather(*(one(n) for n in names))
 
@@ -236,7 +243,8 @@ async def soak(c: lab_cluster.Cluster, services: int, duration: float, rate: flo
     try:
         for s in speakers:
             s.wait_ready(60)
-        async with k8s.Client.from_config(c.control_plane.admin_kubeconfig) as admin:
+        config = c.control_plane.admin_kubeconfig
+        async with k8s.Client.from_config(config, timeout=30.0) as admin:
             await admin.create(k8s.NAMESPACES, {"metadata": {"name": NS}})
             for doc in (pool, advert):
                 await admin.create(
