@@ -47,11 +47,12 @@ check: venv
 unit: venv
 	$(BIN)/pytest tests/unit
 
-# The decoders' fuzz tests run in `make test` with a bounded number of inputs; this runs 10^6
-# per decoder (FUZZ_EXAMPLES=... to choose).
+# The decoders' fuzz tests run in `make test` with a bounded number of inputs (hypothesis 2 000,
+# the mutation fuzzer 10^5 per decoder); this runs 10^6 of each per decoder (FUZZ_EXAMPLES=...).
 FUZZ_EXAMPLES ?= 1000000
 fuzz: venv
-	IRONLB_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -p no:cacheprovider tests/fuzz
+	IRONLB_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) IRONLB_FUZZ_MUTATIONS=$(FUZZ_EXAMPLES) \
+	  $(BIN)/pytest -p no:cacheprovider -o timeout=0 tests/fuzz
 
 lab: deps lab-images
 	$(BIN)/ironlb lab up
