@@ -135,6 +135,10 @@ def speaker_pod(node: str, address: str) -> tuple[dict[str, Any], dict[str, Any]
             "labels": dict(SPEAKER_LABELS),
         },
         "spec": {
+            # MetalLB's ServiceAccount (created by `start`: the lab has no controller making
+            # a "default" one), and no token volume: the Pod never runs.
+            "serviceAccountName": "speaker",
+            "automountServiceAccountToken": False,
             "nodeName": node,
             "hostNetwork": True,
             "containers": [{"name": "speaker", "image": "quay.io/metallb/speaker:" + VERSION}],
@@ -240,7 +244,27 @@ class MetalLB:
             )
 
 
+def delete_controller(c: lab_cluster.Cluster) -> None:
+    """Delete MetalLB's controller Deployment (its process must be stopped first): what
+    `kubectl delete deployment controller` does; the speakers keep announcing."""
+    c.kubectl(
+        "delete",
+        "deployment",
+        "-n",
+        NAMESPACE,
+        CONTROLLER_DEPLOYMENT,
+        "--wait=false",
+        "--ignore-not-found",
+    )
+
+
 def _ensure_deployment(c: lab_cluster.Cluster) -> None:
+    account = {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {"name": "speaker", "namespace": NAMESPACE},
+    }
+    c.kubectl("apply", "--server-side", "-f", "-", stdin=yaml.safe_dump(account))
     body = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -251,9 +275,11 @@ def _ensure_deployment(c: lab_cluster.Cluster) -> None:
             "template": {
                 "metadata": {"labels": {"app": "metallb", "component": "controller"}},
                 "spec": {
+                    "serviceAccountName": "speaker",
+                    "automountServiceAccountToken": False,
                     "containers": [
                         {"name": "controller", "image": "quay.io/metallb/controller:" + VERSION}
-                    ]
+                    ],
                 },
             },
         },
