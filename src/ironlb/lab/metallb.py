@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Iterable, Sequence
@@ -219,9 +220,13 @@ class MetalLB:
     def stop(self, *, remove_objects: bool = False) -> None:
         """End every process (SIGTERM, then SIGKILL), as deleting MetalLB's workloads does; with
         `remove_objects` also their Deployment and Pod objects."""
-        for p in self.processes():
-            if p.alive:
-                p.stop(timeout=10.0)
+        # All at once, as deleting the DaemonSet does (one by one, a speaker that takes its time
+        # to leave memberlist would keep the others running).
+        procs = [p for p in self.processes() if p.alive]
+        for p in procs:
+            p.proc.send_signal(signal.SIGTERM)
+        for p in procs:
+            p.stop(timeout=10.0)
         if remove_objects:
             self.cluster.kubectl(
                 "delete",
