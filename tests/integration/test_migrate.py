@@ -341,3 +341,52 @@ async def test_metallb_crds_refused_until_replaced_keeping_objects(
         cluster.kubectl(
             "apply", "--server-side", "--force-conflicts", "-f", str(REPO / "deploy" / "crds")
         )
+
+
+async def test_bgp_to_layer2_keeps_every_address(
+    cluster: lab_cluster.Cluster,
+    admin: k8s.Client,
+    namespace: str,
+    controllers: list[components.Process],
+) -> None:
+    """Seed 004: the BGPAdvertisement of a pool replaced by an L2Advertisement; addresses come
+    from the pool, so no Service changes address (announcing is the speakers' part)."""
+    config_ns = await new_namespace(admin)
+    pool = kube.pool("switched", "198.18.30.0/28")
+    pool["metadata"]["namespace"] = config_ns
+    bgp = {
+        "apiVersion": "metallb.io/v1beta1",
+        "kind": "BGPAdvertisement",
+        "metadata": {"name": "switched", "namespace": config_ns},
+        "spec": {"ipAddressPools": ["switched"]},
+    }
+    l2 = {**bgp, "kind": "L2Advertisement"}
+    cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all([pool, bgp]))
+    controllers.append(
+        components.start_controller(
+            cluster,
+            webhook=False,
+            extra=(
+                f"--kubeconfig={cluster.control_plane.admin_kubeconfig}",
+                f"--namespace={config_ns}",
+                f"--lb-class={LB_CLASS}",
+                "--identity=seed-004",
+            ),
+        )
+    )
+    names = [f"s{i}" for i in range(6)]
+    for name in names:
+        await admin.create(k8s.SERVICES, kube.service(name, loadBalancerClass=LB_CLASS), namespace)
+
+    async def assigned() -> dict[str, list[str]]:
+        found = {n: await kube.ingress(admin, namespace, n) for n in names}
+        return found if all(found.values()) else {}
+
+    before = await kube.eventually(assigned, within=20, what="addresses assigned")
+    cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(l2))
+    cluster.kubectl("delete", "bgpadvertisement", "switched", "-n", config_ns)
+    # Longer than a reconcile of every Service after a configuration change.
+    await asyncio.sleep(4)
+    assert await assigned() == before
+    events = [r for n in names for r, _ in await kube.events_for(admin, namespace, n)]
+    assert events.count("IPAllocated") <= len(names), events  # none allocated again

@@ -447,13 +447,13 @@ def _keep_labels(obj: Obj, meta: Mapping[str, Any]) -> None:
 # --- backups --------------------------------------------------------------------------------
 
 BACKUP_KINDS = (
-    ("metallb.io", "v1beta1", "ipaddresspools"),
-    ("metallb.io", "v1beta1", "l2advertisements"),
-    ("metallb.io", "v1beta1", "bgpadvertisements"),
-    ("metallb.io", "v1beta2", "bgppeers"),
-    ("metallb.io", "v1beta1", "bfdprofiles"),
-    ("metallb.io", "v1beta1", "communities"),
-    ("metallb.io", "v1beta1", "addresspools"),
+    ("metallb.io", "v1beta1", "IPAddressPool", "ipaddresspools"),
+    ("metallb.io", "v1beta1", "L2Advertisement", "l2advertisements"),
+    ("metallb.io", "v1beta1", "BGPAdvertisement", "bgpadvertisements"),
+    ("metallb.io", "v1beta2", "BGPPeer", "bgppeers"),
+    ("metallb.io", "v1beta1", "BFDProfile", "bfdprofiles"),
+    ("metallb.io", "v1beta1", "Community", "communities"),
+    ("metallb.io", "v1beta1", "AddressPool", "addresspools"),
 )
 """What `backup` saves: the configuration kinds. ServiceL2Status, ServiceBGPStatus and
 ConfigurationState are status written by the running load balancer and are not configuration."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Iterable, Sequence
@@ -135,6 +136,10 @@ def speaker_pod(node: str, address: str) -> tuple[dict[str, Any], dict[str, Any]
             "labels": dict(SPEAKER_LABELS),
         },
         "spec": {
+            # MetalLB's ServiceAccount (created by `start`: the lab has no controller making
+            # a "default" one), and no token volume: the Pod never runs.
+            "serviceAccountName": "speaker",
+            "automountServiceAccountToken": False,
             "nodeName": node,
             "hostNetwork": True,
             "containers": [{"name": "speaker", "image": "quay.io/metallb/speaker:" + VERSION}],
@@ -215,9 +220,13 @@ class MetalLB:
     def stop(self, *, remove_objects: bool = False) -> None:
         """End every process (SIGTERM, then SIGKILL), as deleting MetalLB's workloads does; with
         `remove_objects` also their Deployment and Pod objects."""
-        for p in self.processes():
-            if p.alive:
-                p.stop(timeout=10.0)
+        # All at once, as deleting the DaemonSet does (one by one, a speaker that takes its time
+        # to leave memberlist would keep the others running).
+        procs = [p for p in self.processes() if p.alive]
+        for p in procs:
+            p.proc.send_signal(signal.SIGTERM)
+        for p in procs:
+            p.stop(timeout=10.0)
         if remove_objects:
             self.cluster.kubectl(
                 "delete",
@@ -240,7 +249,27 @@ class MetalLB:
             )
 
 
+def delete_controller(c: lab_cluster.Cluster) -> None:
+    """Delete MetalLB's controller Deployment (its process must be stopped first): what
+    `kubectl delete deployment controller` does; the speakers keep announcing."""
+    c.kubectl(
+        "delete",
+        "deployment",
+        "-n",
+        NAMESPACE,
+        CONTROLLER_DEPLOYMENT,
+        "--wait=false",
+        "--ignore-not-found",
+    )
+
+
 def _ensure_deployment(c: lab_cluster.Cluster) -> None:
+    account = {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {"name": "speaker", "namespace": NAMESPACE},
+    }
+    c.kubectl("apply", "--server-side", "-f", "-", stdin=yaml.safe_dump(account))
     body = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -251,9 +280,11 @@ def _ensure_deployment(c: lab_cluster.Cluster) -> None:
             "template": {
                 "metadata": {"labels": {"app": "metallb", "component": "controller"}},
                 "spec": {
+                    "serviceAccountName": "speaker",
+                    "automountServiceAccountToken": False,
                     "containers": [
                         {"name": "controller", "image": "quay.io/metallb/controller:" + VERSION}
-                    ]
+                    ],
                 },
             },
         },

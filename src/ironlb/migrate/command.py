@@ -32,10 +32,9 @@ _BY_KIND = {
         k8s.BFD_PROFILES,
         k8s.COMMUNITIES,
         k8s.BGP_PEERS,
-        ADDRESS_POOLS_V1BETA1,
     )
 }
-_BACKUP = [k8s.Resource(g, v, "", plural) for g, v, plural in core.BACKUP_KINDS]
+_BACKUP = [k8s.Resource(*kind) for kind in core.BACKUP_KINDS]
 
 
 class MigrateError(click.ClickException):
