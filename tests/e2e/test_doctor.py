@@ -35,6 +35,26 @@ CONFIG = [
     kube.pool("doc-noadv", "198.18.0.168/30", module=MODULE),
     kube.pool("doc-edge", "198.18.0.172/30", module=MODULE),
     kube.pool("doc-far", "192.0.2.248/30", module=MODULE),
+    kube.pool("doc-bgp", "198.18.0.176/30", module=MODULE),
+    {
+        "apiVersion": "metallb.io/v1beta1",
+        "kind": "BGPAdvertisement",
+        "metadata": {"name": "doc-bgp", "namespace": kube.CONFIG_NS},
+        "spec": {"ipAddressPools": ["doc-bgp"]},
+    },
+    # A router that is not there: node-1's session to it never gets Established.
+    {
+        "apiVersion": "metallb.io/v1beta2",
+        "kind": "BGPPeer",
+        "metadata": {"name": "doc-absent", "namespace": kube.CONFIG_NS},
+        "spec": {
+            "myASN": 64512,
+            "peerASN": 64513,
+            "peerAddress": "198.18.0.250",
+            "connectTime": "2s",
+            "nodeSelectors": [{"matchLabels": {"kubernetes.io/hostname": "node-1"}}],
+        },
+    },
     {
         "apiVersion": "metallb.io/v1beta1",
         "kind": "L2Advertisement",
@@ -59,7 +79,7 @@ class DoctorLab:
     hosts: dict[int, topology.Host]
     stranger: topology.Host
     controller: components.Process | None = None
-    processes: list[components.Process] = field(default_factory=list)
+    speakers: dict[int, components.Process] = field(default_factory=dict)
 
 
 @pytest.fixture(scope="module")
@@ -75,12 +95,12 @@ def doclab(cluster: lab_cluster.Cluster) -> Iterator[DoctorLab]:
         lab.controller = components.start_controller(cluster)
         kube.apply(cluster, *CONFIG)
         for i in NODES:
-            lab.processes.append(components.start_speaker(cluster, i, wait=False))
-        for p in lab.processes:
+            lab.speakers[i] = components.start_speaker(cluster, i, wait=False)
+        for p in lab.speakers.values():
             p.wait_ready()
         yield lab
     finally:
-        for proc in [*lab.processes, *([lab.controller] if lab.controller else [])]:
+        for proc in [*lab.speakers.values(), *([lab.controller] if lab.controller else [])]:
             proc.kill()
         for doc in CONFIG:
             cluster.kubectl(
@@ -257,6 +277,37 @@ async def test_address_another_host_answers_for(
         assert doclab.stranger.mac in found[0].what
     finally:
         doclab.stranger.ns.ip("addr", "del", f"{squat}/24", "dev", "eth0", check=False)
+
+
+async def test_bgp_session_that_never_comes_up(
+    doclab: DoctorLab, admin: k8s.Client, namespace: str
+) -> None:
+    pool = {"metallb.io/address-pool": "doc-bgp"}
+    key = await service(admin, doclab, namespace, "routed", annotations=pool)
+    found = await diagnosis_becomes(admin, key, lambda f: bool(f))
+    assert causes(found) == [diagnosis.BGP_SESSION]
+    assert f"BGPPeer/{kube.CONFIG_NS}/doc-absent" in found[0].objects
+    assert "node-1's BGP session" in found[0].what
+    assert "198.18.0.250" in found[0].what
+
+
+async def test_speakers_with_different_membership_keys(
+    doclab: DoctorLab, admin: k8s.Client, namespace: str
+) -> None:
+    key = await service(admin, doclab, namespace, "keys", ("node-1",))
+    await diagnosis_becomes(admin, key, lambda f: f == [])
+    components.membership_secret(doclab.cluster, "memberlist-doctor")
+    doclab.speakers.pop(2).stop()
+    doclab.speakers[2] = components.start_speaker(
+        doclab.cluster, 2, extra=("--membership-secret=memberlist-doctor",), wait=False
+    )
+    try:
+        found = await diagnosis_becomes(admin, key, lambda f: bool(f))
+        assert causes(found) == [diagnosis.KEY_MISMATCH]
+        assert "node-2 use key" in found[0].what
+    finally:
+        doclab.speakers.pop(2).stop()
+        doclab.speakers[2] = components.start_speaker(doclab.cluster, 2)
 
 
 async def test_legacy_configmap_is_reported(

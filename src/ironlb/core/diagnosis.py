@@ -17,9 +17,11 @@ what ironlb does.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from ironlb.core import addresses, alloc, announce, config, election, model, selectors
 
@@ -229,14 +231,46 @@ def diagnose(snapshot: Snapshot, only: model.ServiceKey | None = None) -> list[F
     """Every finding: the cluster-wide ones, then those of each LoadBalancer Service (only the
     one `only` names, if given)."""
     findings = cluster_findings(snapshot)
-    allocator = replay(snapshot)
+    context = Context(snapshot)
     for service in sorted(snapshot.services, key=lambda s: s.key):
         if only is not None and service.key != only:
             continue
         if service.spec.type != "LoadBalancer":
             continue
-        findings.extend(service_findings(snapshot, service, allocator))
+        findings.extend(service_findings(snapshot, service, context))
     return findings
+
+
+class Context:
+    """What every Service's diagnosis shares, computed once per snapshot (the allocator replay
+    only if some Service has no address: it is the costly part)."""
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot
+        cfg = snapshot.config
+        self.index = addresses.RangeIndex(
+            (r, name) for name, pool in cfg.pools.items() for r in pool.spec.addresses
+        )
+        self.l2 = sorted(cfg.l2_advertisements.values(), key=lambda a: a.name)
+        self.bgp = sorted(cfg.bgp_advertisements.values(), key=lambda a: a.name)
+        self._allocator: alloc.Allocator | None = None
+        self.nodes = sorted(snapshot.nodes, key=lambda n: n.name)
+        self.owner_of: dict[str, tuple[str, str]] = {}
+        self.conflicts_of: dict[str, list[tuple[str, str]]] = {}
+        for node, report in sorted(snapshot.speakers.items()):
+            for address, interface in report.announced.items():
+                self.owner_of.setdefault(address, (node, interface))
+            for address, mac in report.conflicts.items():
+                self.conflicts_of.setdefault(address, []).append((node, mac))
+        self.memo: dict[tuple[object, ...], Any] = {}
+        """Per set of advertisements (and nodes): which nodes they select. Services mostly
+        share a few such sets, so this makes the rules O(Services + Nodes), not the product."""
+
+    @property
+    def allocator(self) -> alloc.Allocator:
+        if self._allocator is None:
+            self._allocator = replay(self.snapshot)
+        return self._allocator
 
 
 def cluster_findings(snapshot: Snapshot) -> list[Finding]:
@@ -251,29 +285,29 @@ def cluster_findings(snapshot: Snapshot) -> list[Finding]:
 
 
 def service_findings(
-    snapshot: Snapshot, service: model.Service, allocator: alloc.Allocator | None = None
+    snapshot: Snapshot, service: model.Service, context: Context | None = None
 ) -> list[Finding]:
     if service.spec.type != "LoadBalancer":
         return []
     if not alloc.is_handled(service, snapshot.lb_class):
         return [_class_not_ours(snapshot, service)]
+    context = context or Context(snapshot)
     ips = service.ingress_ips
     if not ips:
-        return [_no_address(snapshot, service, allocator or replay(snapshot))]
+        return [_no_address(snapshot, service, context.allocator)]
     findings: list[Finding] = []
-    index = addresses.RangeIndex(
-        (r, name) for name, pool in snapshot.config.pools.items() for r in pool.spec.addresses
-    )
     slices = snapshot.endpoints.get(service.key, ())
     any_serving, local_nodes = announce.serving_nodes(slices)
     if not any_serving:
         findings.append(_no_endpoint(service, slices))
     for ip in ips:
-        pool_name = index.find(addresses.family_of(ip), int(ip))
+        pool_name = context.index.find(addresses.family_of(ip), int(ip))
         if pool_name is None:
             continue  # the controller clears it (ClearAssignment); nothing to announce
         pool = snapshot.config.pools[pool_name]
-        findings += _address_findings(snapshot, service, ip, pool, any_serving, local_nodes)
+        findings += _address_findings(
+            snapshot, context, service, ip, pool, any_serving, local_nodes
+        )
     return findings
 
 
@@ -456,18 +490,16 @@ def _selects(
 
 def _address_findings(
     snapshot: Snapshot,
+    context: Context,
     service: model.Service,
     ip: addresses.IP,
     pool: config.IPAddressPool,
     any_serving: bool,
     local_nodes: frozenset[str],
 ) -> list[Finding]:
-    cfg = snapshot.config
     ref = _svc_ref(service)
-    l2 = [a for a in sorted(cfg.l2_advertisements.values(), key=lambda a: a.name)]
-    bgp = [a for a in sorted(cfg.bgp_advertisements.values(), key=lambda a: a.name)]
-    l2 = [a for a in l2 if _selects(a, pool, service)]
-    bgp = [a for a in bgp if _selects(a, pool, service)]
+    l2 = [a for a in context.l2 if _selects(a, pool, service)]
+    bgp = [a for a in context.bgp if _selects(a, pool, service)]
     advs: list[config.L2Advertisement | config.BGPAdvertisement] = [*l2, *bgp]
     if not advs:
         return [
@@ -484,12 +516,15 @@ def _address_findings(
             )
         ]
     adv_refs = tuple(_obj_ref(a) for a in advs)
-    nodes = sorted(snapshot.nodes, key=lambda n: n.name)
-    selected = [
-        n
-        for n in nodes
-        if any(selectors.any_matches(a.spec.node_selectors, n.metadata.labels) for a in advs)
-    ]
+    memo_key = ("selected", *(id(a) for a in advs))
+    if memo_key not in context.memo:
+        chosen = [
+            n
+            for n in context.nodes
+            if any(selectors.any_matches(a.spec.node_selectors, n.metadata.labels) for a in advs)
+        ]
+        context.memo[memo_key] = (chosen, [n for n in chosen if _eligible(snapshot, n)])
+    selected, eligible = context.memo[memo_key]
     if not selected:
         return [
             Finding(
@@ -502,7 +537,6 @@ def _address_findings(
                 (ref, _obj_ref(pool), *adv_refs),
             )
         ]
-    eligible = [n for n in selected if _eligible(snapshot, n)]
     if not eligible:
         excluded = [n.name for n in selected if announce.EXCLUDE_LB_LABEL in n.metadata.labels]
         unavailable = [n.name for n in selected if n.network_unavailable]
@@ -564,10 +598,10 @@ def _address_findings(
             )
         )
         return findings
-    conflicts = _conflicts(snapshot, service, ip)
+    conflicts = _conflicts(context, service, ip)
     findings += conflicts
     if l2:
-        findings += _layer2(snapshot, service, ip, l2, running, bool(conflicts))
+        findings += _layer2(snapshot, context, service, ip, l2, running, bool(conflicts))
     if bgp:
         findings += _bgp(snapshot, service, ip, running)
     return findings
@@ -577,12 +611,19 @@ def _interfaces_of(report: SpeakerReport, listed: frozenset[str]) -> list[Interf
     return [i for i in report.interfaces if i.usable and (not listed or i.name in listed)]
 
 
+@functools.lru_cache(maxsize=4096)
+def _interface_address(text: str) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface | None:
+    try:
+        return ipaddress.ip_interface(text)
+    except ValueError:
+        return None
+
+
 def _on_subnet(ip: addresses.IP, interfaces: Iterable[InterfaceReport]) -> bool:
     for interface in interfaces:
         for text in interface.addresses:
-            try:
-                own = ipaddress.ip_interface(text)
-            except ValueError:
+            own = _interface_address(text)
+            if own is None:
                 continue
             if (
                 own.version == ip.version
@@ -595,6 +636,7 @@ def _on_subnet(ip: addresses.IP, interfaces: Iterable[InterfaceReport]) -> bool:
 
 def _layer2(
     snapshot: Snapshot,
+    context: Context,
     service: model.Service,
     ip: addresses.IP,
     advs: Sequence[config.L2Advertisement],
@@ -604,27 +646,10 @@ def _layer2(
     ref = _svc_ref(service)
     adv_refs = tuple(_obj_ref(a) for a in advs)
     findings: list[Finding] = []
-    l2_nodes = [
-        n
-        for n in running
-        if any(selectors.any_matches(a.spec.node_selectors, n.metadata.labels) for a in advs)
-    ]
-    listed: dict[str, frozenset[str]] = {}
-    for node in l2_nodes:
-        names: set[str] = set()
-        for adv in advs:
-            if selectors.any_matches(adv.spec.node_selectors, node.metadata.labels):
-                if not adv.spec.interfaces:
-                    names = set()
-                    break
-                names |= set(adv.spec.interfaces)
-        listed[node.name] = frozenset(names)
-    with_interface = [
-        n
-        for n in l2_nodes
-        if _interfaces_of(snapshot.speakers[n.name], listed[n.name])
-        or not snapshot.speakers[n.name].interfaces
-    ]
+    memo_key = ("layer2", *(id(a) for a in advs), *(n.name for n in running))
+    if memo_key not in context.memo:
+        context.memo[memo_key] = _l2_nodes(snapshot, advs, running)
+    l2_nodes, listed, with_interface = context.memo[memo_key]
     if l2_nodes and not with_interface:
         wanted = sorted({i for n in l2_nodes for i in listed[n.name]})
         return [
@@ -639,7 +664,7 @@ def _layer2(
                 (ref, *adv_refs, *(_node_ref(n.name) for n in l2_nodes)),
             )
         ]
-    owner = _owner(snapshot, ip)
+    owner = context.owner_of.get(str(ip))
     if owner is None and conflicted:
         return findings  # the conflict is why: said once
     if owner is None:
@@ -699,21 +724,37 @@ def _same_family(text: str, ip: addresses.IP) -> bool:
         return False
 
 
-def _owner(snapshot: Snapshot, ip: addresses.IP) -> tuple[str, str] | None:
-    for node, report in sorted(snapshot.speakers.items()):
-        interface = report.announced.get(str(ip))
-        if interface is not None:
-            return node, interface
-    return None
+def _l2_nodes(
+    snapshot: Snapshot, advs: Sequence[config.L2Advertisement], running: Sequence[model.Node]
+) -> tuple[list[model.Node], dict[str, frozenset[str]], list[model.Node]]:
+    """The running nodes the advertisements select, the interfaces they allow on each (empty:
+    any), and those of the nodes that have such an interface usable."""
+    l2_nodes = [
+        n
+        for n in running
+        if any(selectors.any_matches(a.spec.node_selectors, n.metadata.labels) for a in advs)
+    ]
+    listed: dict[str, frozenset[str]] = {}
+    for node in l2_nodes:
+        names: set[str] = set()
+        for adv in advs:
+            if selectors.any_matches(adv.spec.node_selectors, node.metadata.labels):
+                if not adv.spec.interfaces:
+                    names = set()
+                    break
+                names |= set(adv.spec.interfaces)
+        listed[node.name] = frozenset(names)
+    with_interface = [
+        n
+        for n in l2_nodes
+        if _interfaces_of(snapshot.speakers[n.name], listed[n.name])
+        or not snapshot.speakers[n.name].interfaces
+    ]
+    return l2_nodes, listed, with_interface
 
 
-def _conflicts(snapshot: Snapshot, service: model.Service, ip: addresses.IP) -> list[Finding]:
-    seen = sorted(
-        (node, mac)
-        for node, report in sorted(snapshot.speakers.items())
-        for addr, mac in report.conflicts.items()
-        if addr == str(ip)
-    )
+def _conflicts(context: Context, service: model.Service, ip: addresses.IP) -> list[Finding]:
+    seen = sorted(context.conflicts_of.get(str(ip), ()))
     if not seen:
         return []
     ref = _svc_ref(service)
