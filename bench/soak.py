@@ -11,9 +11,9 @@ Printed per process (controller, speaker-1..3): RSS at the baseline and at the e
 growth, and the `ironlb_asyncio_tasks` metric at both points (the lowest of three scrapes). The
 baseline is taken after a warm-up (the first 20 % of the churn), when caches and allocators have
 reached their working size, the end point 8 s before the churn stops (the same state); growth
-between them is what a leak looks like. Both are printed again 10 s after the churn. Also: allocation latency (p50/p99/max of every
-probe, timeouts counted as the timeout) in the first and the last fifth of the churn, every
-change that failed or fell behind the rate, by kind.
+between them is what a leak looks like. Both are printed again 10 s after the churn. Also:
+allocation latency (p50/p99/max of every probe, timeouts counted as the timeout) in the first and
+the last fifth of the churn, every change that failed or fell behind the rate, by kind.
 
 Setup (cluster start, Service creation, sync) is not part of the timed churn. Last line:
 `soak_rss_growth_pct: <largest growth of any process> %`.
