@@ -8,11 +8,12 @@ new allocation), its externalTrafficPolicy toggled, one of its endpoints flipped
 Meanwhile a probe Service is created, timed until it has its address, and deleted, over and over.
 
 Printed per process (controller, speaker-1..3): RSS at the baseline and at the end and its
-growth, and the `ironlb_asyncio_tasks` metric at both points. The baseline is taken after a
-warm-up (the first 20 % of the churn), when caches and allocators have reached their working
-size; growth after it is what a leak looks like. Also: allocation latency (p50/p99/max of every
-probe, timeouts counted as the timeout) in the first and the last fifth of the churn, every
-change that failed or fell behind the rate, by kind.
+growth, and the `ironlb_asyncio_tasks` metric at both points (the lowest of three scrapes). The
+baseline is taken after a warm-up (the first 20 % of the churn), when caches and allocators have
+reached their working size, the end point 8 s before the churn stops (the same state); growth
+between them is what a leak looks like. Both are printed again 10 s after the churn. Also:
+allocation latency (p50/p99/max of every probe, timeouts counted as the timeout) in the first and
+the last fifth of the churn, every change that failed or fell behind the rate, by kind.
 
 Setup (cluster start, Service creation, sync) is not part of the timed churn. Last line:
 `soak_rss_growth_pct: <largest growth of any process> %`.
@@ -218,7 +219,17 @@ def tasks_metric(p: components.Process) -> float | None:
 
 
 def snapshot(procs: list[components.Process]) -> dict[str, tuple[int, float | None]]:
-    return {p.name: (rss_kib(p.proc.pid), tasks_metric(p)) for p in procs}
+    """RSS and task count of each process; the task count is the lowest of three scrapes half a
+    second apart (a burst of short-lived tasks at one instant is not a leak)."""
+    out: dict[str, tuple[int, float | None]] = {}
+    for p in procs:
+        counts = []
+        for _ in range(3):
+            counts.append(tasks_metric(p))
+            time.sleep(0.5)
+        known = [c for c in counts if c is not None]
+        out[p.name] = (rss_kib(p.proc.pid), min(known) if known else None)
+    return out
 
 
 async def soak(c: lab_cluster.Cluster, services: int, duration: float, rate: float) -> float:
@@ -276,9 +287,13 @@ async def soak(c: lab_cluster.Cluster, services: int, duration: float, rate: flo
             churning = asyncio.create_task(churn.run(rate, until))
             await asyncio.sleep(max(0.0, warm - time.monotonic()))
             base = await asyncio.to_thread(snapshot, procs)
+            # The end point is taken in the same state as the baseline: while churning.
+            await asyncio.sleep(max(0.0, until - 8.0 - time.monotonic()))
+            end = await asyncio.to_thread(snapshot, procs)
             await churning
             samples = await probes
-            end = await asyncio.to_thread(snapshot, procs)
+            await asyncio.sleep(10.0)
+            quiet = await asyncio.to_thread(snapshot, procs)
             dead = [p.name for p in procs if not p.alive]
     finally:
         for p in procs:
@@ -303,7 +318,8 @@ async def soak(c: lab_cluster.Cluster, services: int, duration: float, rate: flo
         dtasks = None if tasks0 is None or tasks1 is None else tasks1 - tasks0
         print(
             f"{name}: rss {rss0 / 1024:.1f} -> {rss1 / 1024:.1f} MiB ({growth:+.2f} %), "
-            f"asyncio tasks {tasks0} -> {tasks1} (growth {dtasks})"
+            f"asyncio tasks {tasks0} -> {tasks1} (growth {dtasks}); 10 s after the churn: "
+            f"rss {quiet[name][0] / 1024:.1f} MiB, asyncio tasks {quiet[name][1]}"
         )
     if dead:
         print(f"DIED during the soak: {dead}")

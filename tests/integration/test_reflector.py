@@ -4,6 +4,9 @@ once, and a fresh list (not a silent gap) after 410 Gone."""
 from __future__ import annotations
 
 import asyncio
+import json
+import urllib.request
+from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
@@ -96,3 +99,91 @@ async def test_a_gone_resource_version_leads_to_a_fresh_list(
     relists = REGISTRY.get_sample_value("ironlb_k8s_relists_total", {"resource": "configmaps"})
     assert relists is not None
     assert relists >= 2
+
+
+# PodTemplates bypass the lab API server's watch cache (`--watch-cache-sizes=podtemplates#0`,
+# ironlb.lab.kube): their watches are served by etcd, where a compaction is a real 410 Gone.
+POD_TEMPLATES = k8s.Resource("", "v1", "PodTemplate", "podtemplates")
+
+
+def pod_template(name: str, pick: str) -> k8s.Obj:
+    return {
+        "metadata": {"name": name, "labels": {"pick": pick}},
+        "template": {
+            "metadata": {"labels": {"app": name}},
+            "spec": {"containers": [{"name": "c", "image": "pause"}]},
+        },
+    }
+
+
+def compact_etcd(cluster: lab_cluster.Cluster) -> int:
+    """Compact etcd at its current revision (its gRPC gateway, as `etcdctl compact` does)."""
+
+    def call(path: str, body: dict[str, object]) -> dict[str, Any]:
+        req = urllib.request.Request(
+            f"http://{cluster.control_plane.address}:2379{path}",
+            data=json.dumps(body).encode(),
+            method="POST",
+        )
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return dict(json.loads(resp.read()))
+
+    revision = int(call("/v3/kv/range", {"key": "AA=="})["header"]["revision"])
+    call("/v3/kv/compaction", {"revision": revision, "physical": True})
+    return revision
+
+
+def restarts(reason: str) -> float:
+    value = REGISTRY.get_sample_value(
+        "ironlb_k8s_watch_restarts_total", {"resource": "podtemplates", "reason": reason}
+    )
+    return value or 0.0
+
+
+async def test_an_etcd_compaction_is_a_real_410_and_the_running_reflector_lists_again(
+    cluster: lab_cluster.Cluster, admin: k8s.Client, namespace: str
+) -> None:
+    """A label-selected reflector's resourceVersion stays where its list left it while only
+    other objects change; once etcd compacts past it, its next watch is refused with 410 Gone
+    by etcd itself, and the running reflector lists again and goes on watching."""
+    await admin.create(POD_TEMPLATES, pod_template("picked", "yes"), namespace)
+    r = reflector.Reflector(
+        admin,
+        POD_TEMPLATES,
+        lambda raw: str(raw["metadata"]["name"]),
+        namespace=namespace,
+        label_selector="pick=yes",
+        watch_timeout=2,
+    )
+    relists = REGISTRY.get_sample_value("ironlb_k8s_relists_total", {"resource": "podtemplates"})
+    gone_before, ended_before = restarts("gone"), restarts("ended")
+    async with asyncio.TaskGroup() as tg:
+        task = tg.create_task(r.run())
+        await r.listed.wait()
+        listed_at = int(r._rv)
+        # Unselected changes move etcd's revision, not the reflector's.
+        for i in range(5):
+            await admin.create(POD_TEMPLATES, pod_template(f"other-{i}", "no"), namespace)
+        # Control: without a compaction, watches renewed from the old version are served.
+        await kube.eventually(lambda: restarts("ended") >= ended_before + 2, within=20)
+        assert restarts("gone") == gone_before
+        assert int(r._rv) == listed_at
+        compacted = await asyncio.to_thread(compact_etcd, cluster)
+        assert compacted > listed_at
+        with pytest.raises(k8s.ApiError) as gone:
+            async for _ in admin.watch(POD_TEMPLATES, str(listed_at), namespace, timeout_seconds=2):
+                pass
+        assert gone.value.gone, gone.value
+        # The running reflector meets the same 410 at its next renewal and lists again.
+        await kube.eventually(lambda: restarts("gone") > gone_before, within=20, what="a 410")
+        await kube.eventually(lambda: int(r._rv) >= compacted, within=20, what="a new list")
+        relisted = REGISTRY.get_sample_value(
+            "ironlb_k8s_relists_total", {"resource": "podtemplates"}
+        )
+        assert relisted is not None
+        assert relisted >= (relists or 0) + 2  # the first list, and the one after the 410
+        # And it watches again: a new selected object arrives.
+        await admin.create(POD_TEMPLATES, pod_template("later", "yes"), namespace)
+        await kube.eventually(lambda: _has(r, f"{namespace}/later"), what="later")
+        assert sorted(r.items) == [f"{namespace}/later", f"{namespace}/picked"]
+        task.cancel()
