@@ -242,6 +242,7 @@ def test_services_keep_their_addresses_from_metallb_to_ironlb(lab: Lab) -> None:
         metallb.delete_controller(c)
         crds = lab.ironlb("migrate", "crds", str(CHART_CRDS), "--apply")
         assert crds.returncode == 0, crds.stderr
+        assert "created configurationstates.metallb.io" in crds.stderr  # MetalLB has no such kind
         lab.processes.append(components.start_controller(c))
         speakers = [start_ironlb_speaker(lab, i, 7473, 7947) for i in NODES]
         lab.processes.extend(speakers)

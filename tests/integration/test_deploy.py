@@ -91,6 +91,9 @@ FULL_VALUES = {
         "podAnnotations": {"example.com/team": "network"},
         "extraArgs": ["--probe-interval=0.2", "--no-membership"],
         "podCIDRs": {"enabled": True, "peers": ["tor-a"], "communities": ["65000:100"]},
+        # Beside MetalLB's speakers while switching from it (README).
+        "metricsPort": 7473,
+        "membershipPort": 7947,
     },
     "metrics": {"services": True},
     "prometheus": {

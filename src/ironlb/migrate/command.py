@@ -246,7 +246,8 @@ def backup(namespace: str | None, kubeconfig: str | None) -> None:
 @_apply
 def crds(directory: str | None, kubeconfig: str | None, apply: bool) -> None:
     """Report metallb.io CRDs that are MetalLB's (conversion webhook, MetalLB's schemas); with
-    --apply, replace them by ironlb's from DIRECTORY (the chart's crds/), keeping every object."""
+    --apply, replace them by ironlb's from DIRECTORY (the chart's crds/), keeping every object,
+    and create those of DIRECTORY that are missing."""
     ours: dict[str, dict[str, Any]] = {}
     if directory is not None:
         for path in sorted(Path(directory).glob("*.yaml")):
@@ -284,5 +285,15 @@ def crds(directory: str | None, kubeconfig: str | None, apply: bool) -> None:
             except k8s.ApiError as e:
                 raise MigrateError(f"replacing {name}: {e.message}") from None
             click.echo(f"replaced {name} with ironlb's", err=True)
+        # Kinds MetalLB does not have (ConfigurationState): Helm would create them, and so
+        # does this, so that the result is complete without Helm too.
+        have = {c["metadata"]["name"] for c in existing}
+        for name, crd in sorted(ours.items()):
+            if name not in have:
+                try:
+                    await client.create(k8s.CRDS, crd)
+                except k8s.ApiError as e:
+                    raise MigrateError(f"creating {name}: {e.message}") from None
+                click.echo(f"created {name}", err=True)
 
     _run(kubeconfig, work)
