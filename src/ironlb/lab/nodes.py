@@ -70,7 +70,7 @@ class Node:
     cgroup_root: str
     proc: subprocess.Popen[bytes] | None = None
     pod_cidr: str | None = None
-    """The first of `pod_cidrs` (IPv4)."""
+    """The first of `pod_cidrs` (the IPv4 one in the lab)."""
     pod_cidrs: tuple[str, ...] = ()
     cluster_cidr: str = CLUSTER_CIDR
     started_at: float = 0.0
