@@ -285,7 +285,15 @@ class ControlPlane:
                 f"--root-ca-file={pki / 'ca.crt'}",
                 "--allocate-node-cidrs=true",
                 f"--cluster-cidr={cluster_cidr}",
-                f"--node-cidr-mask-size={node_cidr_mask}",
+                *(
+                    # Dual-stack: one mask per family (the single one is refused).
+                    (
+                        f"--node-cidr-mask-size-ipv4={node_cidr_mask}",
+                        "--node-cidr-mask-size-ipv6=64",
+                    )
+                    if "," in cluster_cidr
+                    else (f"--node-cidr-mask-size={node_cidr_mask}",)
+                ),
                 f"--service-cluster-ip-range={','.join(self.service_cidrs)}",
                 # A killed lab node is NotReady within seconds, not the default 50 s.
                 "--node-monitor-period=2s",

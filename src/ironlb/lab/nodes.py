@@ -18,7 +18,8 @@ Invariants:
 - Nothing is pulled: images come from OCI archives imported before the kubelet starts, pods use
   `imagePullPolicy: Never`, and the node's resolver points into the lab.
 - Pod networks are routed between nodes, the control-plane host and the router by plain routes
-  (host-gw style), from the PodCIDRs kube-controller-manager allocates in `CLUSTER_CIDR`.
+  (host-gw style), from the PodCIDRs kube-controller-manager allocates in `CLUSTER_CIDR` (IPv4
+  and IPv6 ones with `DUAL_STACK_CLUSTER_CIDR`).
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ from ironlb.lab import cluster as lab_cluster
 
 # Pods: 198.19.0.0/17 of the benchmarking range, a /24 per node (ClusterIPs use the upper half).
 CLUSTER_CIDR = "198.19.0.0/17"
+# Dual-stack pods (`RealCluster.start(cluster_cidr=DUAL_STACK_CLUSTER_CIDR)`): a /64 per node too.
+DUAL_STACK_CLUSTER_CIDR = f"{CLUSTER_CIDR},2001:db8:10::/56"
 CONTAINERD_SOCKET = "/run/containerd/containerd.sock"
 CNI_BIN_DIR = "/usr/lib/cni"
 # The kubelet's setupKernelTunables (pkg/kubelet/cm/container_manager_linux.go): the values it
@@ -67,6 +70,9 @@ class Node:
     cgroup_root: str
     proc: subprocess.Popen[bytes] | None = None
     pod_cidr: str | None = None
+    """The first of `pod_cidrs` (the IPv4 one in the lab)."""
+    pod_cidrs: tuple[str, ...] = ()
+    cluster_cidr: str = CLUSTER_CIDR
     started_at: float = 0.0
     _images: list[Path] = field(default_factory=list)
 
@@ -199,7 +205,7 @@ disabled_plugins = [
             "clientConnection": {"kubeconfig": str(kubeconfig)},
             "hostnameOverride": self.name,
             "mode": "nftables",
-            "clusterCIDR": CLUSTER_CIDR,
+            "clusterCIDR": self.cluster_cidr,
             # 0 everywhere: kube-proxy leaves the conntrack sysctls (machine-wide) alone.
             "conntrack": {
                 "maxPerCore": 0,
@@ -346,10 +352,13 @@ wait
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(10)
 
-    def cni_config(self, pod_cidr: str) -> None:
+    def cni_config(self, pod_cidr: str, *more: str) -> None:
         """The node's pod network: a bridge with the node as gateway, addresses from its
-        PodCIDR. containerd picks the file up when it appears."""
+        PodCIDRs (one per family). containerd picks the file up when it appears."""
         self.pod_cidr = pod_cidr
+        self.pod_cidrs = (pod_cidr, *more)
+        ranges = [[{"subnet": cidr}] for cidr in self.pod_cidrs]
+        routes = [{"dst": "::/0" if ":" in cidr else "0.0.0.0/0"} for cidr in self.pod_cidrs]
         conf = {
             "cniVersion": "1.0.0",
             "name": "lab",
@@ -362,8 +371,8 @@ wait
                     "hairpinMode": True,
                     "ipam": {
                         "type": "host-local",
-                        "ranges": [[{"subnet": pod_cidr}]],
-                        "routes": [{"dst": "0.0.0.0/0"}],
+                        "ranges": ranges,
+                        "routes": routes,
                     },
                 },
             ],
@@ -395,8 +404,11 @@ class RealCluster:
         node_count: int = 3,
         keep: bool = False,
         timeout: float = 180.0,
+        cluster_cidr: str = CLUSTER_CIDR,
     ) -> RealCluster:
-        """Bring the cluster up until every node is Ready. On failure nothing is left running."""
+        """Bring the cluster up until every node is Ready. On failure nothing is left running.
+        `cluster_cidr`: the pods' networks; "v4,v6" (`DUAL_STACK_CLUSTER_CIDR`) gives every
+        node an IPv4 and an IPv6 PodCIDR and pods an address of each."""
         started = time.monotonic()
         archives = {w: images.archive(w) for w in ("pause", "ironlb")}
         refs = {w: images.reference(p, w) for w, p in archives.items()}
@@ -404,17 +416,20 @@ class RealCluster:
         rc = cls(c, refs)
         try:
             cp = c.control_plane
-            cp.start_node_controllers(CLUSTER_CIDR)
+            cp.start_node_controllers(cluster_cidr)
             for i in range(1, node_count + 1):
                 host = c.lab.add_node(i)
                 # Pods are routed through the node (bridge CNI, node as their gateway).
                 host.ns.sysctl("net.ipv4.ip_forward", "1")
+                if "," in cluster_cidr:
+                    host.ns.sysctl("net.ipv6.conf.all.forwarding", "1")
                 node = Node(
                     i,
                     host,
                     workdir / "nodes" / f"node-{i}",
                     cp.bin_dir,
                     f"/{c.lab.prefix}-node-{i}",
+                    cluster_cidr=cluster_cidr,
                 )
                 node.write_config(cp, refs["pause"], list(archives.values()))
                 node.start()
@@ -458,10 +473,11 @@ class RealCluster:
             self._check_alive()
             for item in self._nodes_json():
                 name = (item.get("metadata") or {}).get("name")
-                cidr = (item.get("spec") or {}).get("podCIDR")
+                spec = item.get("spec") or {}
+                cidrs = spec.get("podCIDRs") or [spec.get("podCIDR")]
                 for i, node in list(pending.items()):
-                    if node.name == name and isinstance(cidr, str):
-                        node.cni_config(cidr)
+                    if node.name == name and all(isinstance(c, str) for c in cidrs):
+                        node.cni_config(*cidrs)
                         del pending[i]
             if not pending:
                 break
@@ -475,9 +491,13 @@ class RealCluster:
     def route_pod_networks(self, host: topology.Host, exclude: Node | None = None) -> None:
         """Routes from `host` to every node's pod network, through that node."""
         for node in self.nodes.values():
-            if node is exclude or node.pod_cidr is None:
+            if node is exclude:
                 continue
-            host.ns.ip("route", "replace", node.pod_cidr, "via", node.host.ipv4)
+            for cidr in node.pod_cidrs:
+                if ":" in cidr:
+                    host.ns.ip("-6", "route", "replace", cidr, "via", node.host.ipv6)
+                else:
+                    host.ns.ip("route", "replace", cidr, "via", node.host.ipv4)
 
     @property
     def workdir(self) -> Path:

@@ -119,10 +119,14 @@ def real_lab(
     install: bool = True,
     values: tuple[str, ...] = (),
     pods_by_bgp: bool = False,
+    cluster_cidr: str = nodes.CLUSTER_CIDR,
+    timeout: float = 180.0,
 ) -> Iterator[RealLab]:
     """`pods_by_bgp`: the router gets no static routes to the pod networks and peers with the
-    nodes through a peer-group with a listen range (the PodCIDRs come over BGP)."""
-    rc = nodes.RealCluster.start(workdir, node_count=node_count)
+    nodes through peer-groups with a listen range per family (the PodCIDRs come over BGP)."""
+    rc = nodes.RealCluster.start(
+        workdir, node_count=node_count, cluster_cidr=cluster_cidr, timeout=timeout
+    )
     frr: routers.Frr | None = None
     try:
         c = rc.cluster
@@ -130,9 +134,11 @@ def real_lab(
         router_host = c.lab.add_router()
         frr = routers.Frr(router_host, workdir / "frr")
         if pods_by_bgp:
-            lan = str(topology.LAN_V4)
-            group = routers.ListenRange("NODES", lan, NODE_AS)
-            frr.start(routers.RouterConfig(ROUTER_AS, listen_ranges=(group,)))
+            groups = (
+                routers.ListenRange("NODES", str(topology.LAN_V4), NODE_AS),
+                routers.ListenRange("NODES6", str(topology.LAN_V6), NODE_AS),
+            )
+            frr.start(routers.RouterConfig(ROUTER_AS, listen_ranges=groups))
         else:
             rc.route_pod_networks(router_host)
             frr.start(
