@@ -326,6 +326,49 @@ async def test_legacy_configmap_is_reported(
         await admin.delete(k8s.CONFIGMAPS, "config", kube.CONFIG_NS)
 
 
+async def test_ipvs_without_strict_arp_is_reported(
+    doclab: DoctorLab, admin: k8s.Client, namespace: str
+) -> None:
+    key = await service(admin, doclab, namespace, "ipvs", ("node-1",))
+    await diagnosis_becomes(admin, key, lambda f: f == [])
+    conf = (
+        "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nmode: ipvs\n"
+    )
+    proxy = {
+        "metadata": {"name": "kube-proxy", "namespace": "kube-system"},
+        "data": {"config.conf": conf},
+    }
+    await admin.create(k8s.CONFIGMAPS, proxy, "kube-system")
+    try:
+        found = await findings(admin, key)
+        assert [(f.cause, f.subject) for f in found] == [
+            (diagnosis.STRICT_ARP, "ConfigMap/kube-system/kube-proxy")
+        ]
+        strict = conf + "ipvs:\n  strictARP: true\n"
+        await admin.patch(
+            k8s.CONFIGMAPS, "kube-proxy", {"data": {"config.conf": strict}}, "kube-system"
+        )
+        assert await findings(admin, key) == []
+    finally:
+        await admin.delete(k8s.CONFIGMAPS, "kube-proxy", "kube-system")
+
+
+async def test_webhook_without_endpoint_is_reported(
+    doclab: DoctorLab, admin: k8s.Client, namespace: str
+) -> None:
+    key = await service(admin, doclab, namespace, "hooked", ("node-1",))
+    await diagnosis_becomes(admin, key, lambda f: f == [])
+    webhook = components.WEBHOOK_SERVICE
+    await admin.delete(k8s.ENDPOINT_SLICES, f"{webhook}-lab", kube.CONFIG_NS)
+    try:
+        found = await findings(admin, key)
+        assert [(f.cause, f.subject) for f in found] == [
+            (diagnosis.WEBHOOK, f"Service/{kube.CONFIG_NS}/{webhook}")
+        ]
+    finally:
+        components.install_webhook(doclab.cluster, doclab.cluster.ctl.ipv4)
+
+
 async def test_stopped_controller_is_reported(
     doclab: DoctorLab, admin: k8s.Client, namespace: str
 ) -> None:
