@@ -853,7 +853,8 @@ def _bgp(
                         (ref, peer_ref, _node_ref(node.name)),
                     )
                 )
-            if prefix not in session.advertised:
+            listed_all = len(session.advertised) >= session.prefixes_sent  # else truncated
+            if listed_all and prefix not in session.advertised:
                 findings.append(
                     Finding(
                         BGP_WITHDRAWN,
