@@ -592,7 +592,7 @@ def _address_findings(
                 "no ironlb speaker runs on the eligible nodes "
                 f"({_names(n.name for n in eligible)})",
                 f"only a speaker on one of them can announce {ip}",
-                "kubectl -n " + snapshot.namespace + " describe daemonset speaker: give it "
+                "kubectl -n " + snapshot.namespace + " describe daemonset ironlb-speaker: give it "
                 "tolerations for the nodes' taints and a nodeSelector that includes them",
                 (ref, *(_node_ref(n.name) for n in eligible)),
             )
@@ -853,7 +853,8 @@ def _bgp(
                         (ref, peer_ref, _node_ref(node.name)),
                     )
                 )
-            if prefix not in session.advertised:
+            listed_all = len(session.advertised) >= session.prefixes_sent  # else truncated
+            if listed_all and prefix not in session.advertised:
                 findings.append(
                     Finding(
                         BGP_WITHDRAWN,
@@ -970,7 +971,7 @@ def _controller(snapshot: Snapshot) -> list[Finding]:
             what,
             "no controller is leading: new Services get no address, freed addresses are not reused",
             f"kubectl -n {snapshot.namespace} get pods; kubectl -n {snapshot.namespace} logs "
-            "deploy/controller (is it crash-looping, or unable to reach the API?)",
+            "deploy/ironlb-controller (is it crash-looping, or unable to reach the API?)",
             (ref,),
         )
     ]

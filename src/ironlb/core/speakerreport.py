@@ -22,6 +22,9 @@ GROUP = "ironlb.io"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 KIND = "SpeakerReport"
+MAX_ADVERTISED = 2000
+"""Prefixes listed per BGP session (`prefixesSent` counts them all): keeps the object far
+below etcd's 1.5 MB limit however many Services a node advertises."""
 
 
 def _time(value: float | None) -> str | None:
@@ -69,7 +72,7 @@ def status(report: diagnosis.SpeakerReport) -> dict[str, Any]:
                 "state": s.state,
                 **({"since": _time(s.since)} if s.since is not None else {}),
                 "prefixesSent": s.prefixes_sent,
-                "advertised": list(s.advertised),
+                "advertised": list(s.advertised[:MAX_ADVERTISED]),
                 **({"bfd": s.bfd} if s.bfd is not None else {}),
                 "lastDown": s.last_notification,
             }

@@ -228,6 +228,7 @@ class Layer2:
         self._current[ip] = names
         gained = set(names) - set(before)
         if not before:
+            self._claimed.pop(ip, None)  # ironlb doctor: a claim from an earlier tenure is old news
             others = self._announced_by(a.services) - {self._node}
             if others:
                 TAKEOVERS.inc()

@@ -445,6 +445,11 @@ def test_bgp_route_withdrawn() -> None:
     assert causes(bgp_snapshot(s)) == [diagnosis.BGP_WITHDRAWN]
 
 
+def test_bgp_truncated_list_is_not_a_withdrawal() -> None:
+    s = diagnosis.SessionReport("router", "198.18.0.1", "Established", NOW - 60, 5000, ("x",))
+    assert causes(bgp_snapshot(s)) == []
+
+
 def test_bfd_down() -> None:
     s = diagnosis.SessionReport(
         "router", "198.18.0.1", "Established", NOW - 60, 1, (f"{IP}/32",), "Down"

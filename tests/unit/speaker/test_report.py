@@ -205,3 +205,12 @@ async def test_a_failed_write_is_tried_again() -> None:
     client.fail = False
     assert await reporter.write_if_changed()
     assert len(client.applied) == 1
+
+
+def test_advertised_prefixes_are_capped_but_counted() -> None:
+    many = tuple(f"198.18.{i // 256}.{i % 256}/32" for i in range(speakerreport.MAX_ADVERTISED + 5))
+    session = diagnosis.SessionReport("r", "198.18.0.1", "Established", 1.0, len(many), many)
+    r = diagnosis.SpeakerReport("a", sessions=(session,))
+    (written,) = speakerreport.status(r)["bgpSessions"]
+    assert len(written["advertised"]) == speakerreport.MAX_ADVERTISED
+    assert written["prefixesSent"] == len(many)
