@@ -7,10 +7,13 @@
   requests.
 - `owner_changes(answers)`, `moves(...)`, `double_owners(...)`: what a scenario asserts on.
 - `routes(ns, prefix)`: the router's view (next hops of every route in a prefix).
+- `ServiceHistory`: every address of every Service of a namespace over time, from a watch that
+  relists on 410 Gone; `overlaps()` finds two Services holding one address at once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import json
@@ -22,10 +25,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
+from ironlb.k8s import client as k8s
 from ironlb.l2 import arp, errors, ethernet
 from ironlb.lab import netns
 
 ETH_P_ARP = 0x0806
+SHARING_KEY = "metallb.io/allow-shared-ip"
 _BROADCAST = b"\xff" * 6
 
 
@@ -191,3 +196,93 @@ def recording(rec: ArpRecorder) -> Iterator[ArpRecorder]:
         yield rec
     finally:
         rec.stop()
+
+
+@dataclass
+class ServiceHistory:
+    """Every address every Service of `namespace` was seen with, from a watch that relists on
+    410 Gone and resumes after the API server goes away (so a restart does not blind it).
+
+    `versions[name]`: (time.monotonic(), ingress IPs, uid, sharing key) each time that changed
+    (the sharing key is the `metallb.io/allow-shared-ip` annotation, or ""); `relists`
+    counts every list (the first included), `gone` the 410 answers, `errors` the other
+    interruptions."""
+
+    api: k8s.Client
+    namespace: str
+    versions: dict[str, list[tuple[float, tuple[str, ...], str, str]]] = field(default_factory=dict)
+    deleted: dict[str, float] = field(default_factory=dict)
+    """uid -> when its deletion was seen."""
+    relists: int = 0
+    gone: int = 0
+    errors: int = 0
+
+    def _record(self, service: k8s.Obj) -> None:
+        meta = service["metadata"]
+        ingress = (service.get("status") or {}).get("loadBalancer", {}).get("ingress") or []
+        ips = tuple(sorted(i["ip"] for i in ingress if "ip" in i))
+        key = (meta.get("annotations") or {}).get(SHARING_KEY, "")
+        history = self.versions.setdefault(meta["name"], [])
+        if not history or history[-1][1:] != (ips, meta["uid"], key):
+            history.append((time.monotonic(), ips, meta["uid"], key))
+
+    async def run(self) -> None:
+        """Until cancelled."""
+        version = ""
+        while True:
+            try:
+                if not version:
+                    items, version = await self.api.list_all(k8s.SERVICES, self.namespace)
+                    self.relists += 1
+                    for item in items:
+                        self._record(item)
+                async for event in self.api.watch(
+                    k8s.SERVICES, version, self.namespace, timeout_seconds=30
+                ):
+                    version = event.object["metadata"].get("resourceVersion", version)
+                    if event.type == "DELETED":
+                        self.deleted[event.object["metadata"]["uid"]] = time.monotonic()
+                    elif event.type in ("ADDED", "MODIFIED"):
+                        self._record(event.object)
+            except k8s.ApiError as e:
+                if e.status != 410:
+                    raise
+                self.gone += 1
+                version = ""
+            except k8s.Unreachable:
+                self.errors += 1
+                await asyncio.sleep(0.2)
+
+    def holders(self) -> dict[str, set[tuple[str, str]]]:
+        """address -> every (name, uid) ever seen holding it."""
+        held: dict[str, set[tuple[str, str]]] = {}
+        for name, history in self.versions.items():
+            for _, ips, uid, _ in history:
+                for ip in ips:
+                    held.setdefault(ip, set()).add((name, uid))
+        return held
+
+    def overlaps(self) -> list[tuple[str, str, str]]:
+        """(address, Service, Service) for two live Services seen holding one address at the
+        same time without the same sharing key: each version holds from when it was seen
+        until the next version of that Service (or its deletion, or now)."""
+        spans: dict[str, list[tuple[float, float, str, str]]] = {}
+        now = time.monotonic()
+        for name, history in self.versions.items():
+            for n, (at, ips, uid, key) in enumerate(history):
+                if n + 1 < len(history) and history[n + 1][2] == uid:
+                    until = history[n + 1][0]
+                else:
+                    until = self.deleted.get(uid, now)
+                for ip in ips:
+                    spans.setdefault(ip, []).append((at, until, f"{name}/{uid}", key))
+        found = []
+        for ip, held in spans.items():
+            for (a_start, a_end, a, a_key), (b_start, b_end, b, b_key) in itertools.combinations(
+                held, 2
+            ):
+                if a == b or (a_key and a_key == b_key):
+                    continue
+                if a_start < b_end and b_start < a_end:
+                    found.append((ip, a, b))
+        return found

@@ -133,6 +133,7 @@ class Membership:
         self._suspicions: dict[election.NodeName, _Suspicion] = {}
         self._health = 0
         self._to_probe: list[election.NodeName] = []
+        self._hints: dict[election.NodeName, dict[election.NodeName, float]] = {}
         self._refuting = False
         self._probes: dict[int, _Probe] = {}
         self._relays: dict[int, _Relay] = {}
@@ -320,7 +321,7 @@ class Membership:
         return [
             self._start_probe(name, now)
             for name in dict.fromkeys(names)
-            if name in self._suspicions and name not in probing
+            if (name in self._suspicions or name in self._hints) and name not in probing
         ]
 
     def _scale(self) -> int:
@@ -341,7 +342,7 @@ class Membership:
                 if member.state is _ALIVE:
                     self._adjust_health(+1)  # no ACK from a member believed alive
                 if member.state is _SUSPECT:
-                    self._confirm(probe.target, self._name, member.incarnation, now)
+                    self._confirm(probe.target, self._name, now)
                 else:
                     self._apply(
                         probe.target,
@@ -401,9 +402,7 @@ class Membership:
 
     def _hear(self, update: wire.Update, sender: election.NodeName, now: float) -> None:
         if update.name != self._name:
-            if update.state is _SUSPECT and self._confirm(
-                update.name, sender, update.incarnation, now
-            ):
+            if self._config.lifeguard and self._doubt(update, sender, now):
                 return
             meta = update.meta if update.state is _ALIVE else None
             self._apply(update.name, update.state, update.incarnation, meta, now, suspecter=sender)
@@ -458,6 +457,9 @@ class Membership:
             self._events.append(model.MemberUpdated(changed))
         if target is _SUSPECT:
             suspecters = {suspecter} if suspecter is not None else set()
+            window = self._config.suspicion_after(len(self._members) + 1, 0)
+            hints = self._hints.pop(name, {})
+            suspecters |= {n for n, at in hints.items() if now - at <= window}
             self._suspicions[name] = _Suspicion(now, now, suspecters)
             self._set_deadline(self._suspicions[name])
             if self._config.lifeguard and suspecter != self._name:
@@ -471,27 +473,41 @@ class Membership:
         self._spread(wire.Update(name, target, incarnation, alive_meta))
         return True
 
-    def _confirm(
-        self, name: election.NodeName, suspecter: election.NodeName, incarnation: int, now: float
-    ) -> bool:
-        """Lifeguard: `suspecter` independently suspects `name` at `incarnation`, which we
-        already suspect at that incarnation; False if that is not the case (plain news)."""
-        member = self._members.get(name)
-        suspicion = self._suspicions.get(name)
-        if (
-            not self._config.lifeguard
-            or member is None
-            or suspicion is None
-            or member.state is not _SUSPECT
-            or member.incarnation != incarnation
-        ):
+    def _doubt(self, update: wire.Update, sender: election.NodeName, now: float) -> bool:
+        """Lifeguard: `sender` doubts a member (SUSPECT, or DEAD at an incarnation older than
+        ours). True if that was handled here: a confirmation of our own suspicion, whatever
+        the incarnation (a suspecter that missed a refutation still probes and fails), without
+        restarting its timer; or, for a member we think ALIVE at a newer incarnation, a hint:
+        probed at once, and counted as a suspecter if our own suspicion follows soon."""
+        member = self._members.get(update.name)
+        if member is None or update.state not in (_SUSPECT, states.MemberState.DEAD):
             return False
+        stale = update.incarnation < member.incarnation
+        if update.state is not _SUSPECT and not stale:
+            return False  # a DEAD we must accept
+        if member.state is _SUSPECT and update.name in self._suspicions:
+            if update.incarnation > member.incarnation:
+                self._members[update.name] = replace(member, incarnation=update.incarnation)
+            self._confirm(update.name, sender, now)
+            return True
+        if member.state is _ALIVE and stale:
+            self._hints.setdefault(update.name, {})[sender] = now
+            self._to_probe.append(update.name)
+            return True
+        return False
+
+    def _confirm(self, name: election.NodeName, suspecter: election.NodeName, now: float) -> None:
+        """Lifeguard: `suspecter` independently suspects `name`, which we already suspect."""
+        suspicion = self._suspicions.get(name)
+        member = self._members.get(name)
+        if not self._config.lifeguard or suspicion is None or member is None:
+            return
+        incarnation = member.incarnation
         if suspecter not in suspicion.suspecters:
             suspicion.suspecters.add(suspecter)
             self._set_deadline(suspicion)
             if suspecter == self._name:
                 self._spread(wire.Update(name, _SUSPECT, incarnation))
-        return True
 
     def _set_deadline(self, suspicion: _Suspicion) -> None:
         confirmations = max(0, len(suspicion.suspecters) - 1)
@@ -514,6 +530,7 @@ class Membership:
         # replayable if it comes back.
         del self._members[name]
         self._suspicions.pop(name, None)
+        self._hints.pop(name, None)
         self._rumors.pop(name, None)
         for probe_id in [i for i, probe in self._probes.items() if probe.target == name]:
             del self._probes[probe_id]
