@@ -227,6 +227,7 @@ async def gather(
         parsed = speakerreport.parse(raw)
         if parsed.node in node_names:  # a deleted node's last report says nothing now
             speakers[parsed.node] = parsed
+    reports_unread = any(k8s.SPEAKER_REPORTS.plural in note for note in notes)
     snapshot = diagnosis.Snapshot(
         services=tuple(model.parse_service(s) for s in services),
         endpoints=endpoints,
@@ -249,6 +250,7 @@ async def gather(
             if "status" in s
         ),
         speakers=speakers,
+        speakers_known=not reports_unread,
         kube_proxy=kube_proxy(proxy_cm) if proxy_cm is not None else None,
         deprecated=deprecated,
         webhook=hook_model,
