@@ -148,6 +148,9 @@ class Snapshot:
     config_states: tuple[ConfigState, ...] = ()
     speakers: Mapping[str, SpeakerReport] = field(default_factory=dict)
     """Node name -> its speaker's report. A node without one has no speaker running."""
+    speakers_known: bool = True
+    """False when the reports could not be read (SpeakerReport CRD not installed, no right to
+    read it): then nothing is concluded from their absence."""
     kube_proxy: KubeProxy | None = None
     deprecated: tuple[str, ...] = ()
     """Deprecated objects present: `AddressPool/ns/name`, `ConfigMap/ns/config`."""
@@ -562,6 +565,7 @@ def _address_findings(
             )
         ]
     findings: list[Finding] = []
+    eligible_only = not snapshot.speakers_known
     if service.spec.external_traffic_policy == "Local" and any_serving:
         local = [n for n in eligible if n.name in local_nodes]
         if not local:
@@ -581,8 +585,8 @@ def _address_findings(
             )
             return findings
         eligible = local
-    if not any_serving:
-        return findings
+    if not any_serving or eligible_only:
+        return findings  # without the speakers' reports, nothing more can be told
     running = [n for n in eligible if n.name in snapshot.speakers]
     if not running:
         findings.append(

@@ -329,6 +329,13 @@ def test_network_unavailable_nodes() -> None:
     assert "NetworkUnavailable" in f.what
 
 
+def test_unknown_speakers_are_no_finding() -> None:
+    # SpeakerReports not readable (CRD missing): their absence says nothing.
+    assert causes(healthy(speakers={}, speakers_known=False)) == []
+    snap = healthy(speakers={}, speakers_known=False, endpoints={})
+    assert causes(snap) == [diagnosis.NO_ENDPOINT]
+
+
 def test_no_speaker_on_eligible_nodes() -> None:
     f = only_finding(healthy(speakers={}))
     assert f.cause == diagnosis.NO_SPEAKER
