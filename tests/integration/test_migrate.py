@@ -190,6 +190,18 @@ async def test_legacy_configmap_in_cluster_allocates_and_adopts_metallb_state(
         namespace,
     )
 
+    # Pending Services the controller finds beside the adopted one on its first pass: given
+    # out before `kept` is reserved, its address would go to the first of them.
+    fresh = kube.service("fresh", loadBalancerClass=LB_CLASS)
+    chosen = kube.service(
+        "chosen",
+        loadBalancerClass=LB_CLASS,
+        annotations={"metallb.io/address-pool": "expensive"},
+    )
+    unchosen = kube.service("unchosen", loadBalancerClass=LB_CLASS)
+    for svc in (fresh, chosen, unchosen):
+        await admin.create(k8s.SERVICES, svc, namespace)
+
     admin_kubeconfig = cluster.control_plane.admin_kubeconfig
     controllers.append(
         components.start_controller(
@@ -203,15 +215,6 @@ async def test_legacy_configmap_in_cluster_allocates_and_adopts_metallb_state(
             ),
         )
     )
-    fresh = kube.service("fresh", loadBalancerClass=LB_CLASS)
-    chosen = kube.service(
-        "chosen",
-        loadBalancerClass=LB_CLASS,
-        annotations={"metallb.io/address-pool": "expensive"},
-    )
-    unchosen = kube.service("unchosen", loadBalancerClass=LB_CLASS)
-    for svc in (fresh, chosen, unchosen):
-        await admin.create(k8s.SERVICES, svc, namespace)
 
     async def all_assigned() -> dict[str, list[str]]:
         found = {
