@@ -9,7 +9,7 @@ the recorder's fault: after a sharing-key edit the old status legitimately stays
 comparing the keys at assignment time instead (tried) flags a Service that legitimately kept its
 address after a key edit (123 pairs). It needs a grace period after each key edit, bounded by the
 controller's restart time, and a look at the flagged pairs. The kept-Service checks (no move, no
-cleared address) passed whenever reached.
+cleared address) come after it and were never reached.
 
 Controller chaos: SIGKILL the controller every few seconds while 1 000 Services churn.
 
