@@ -186,26 +186,107 @@ def _candidates(wanted: _Wanted, view: View, local: frozenset[str] | None) -> se
     return out
 
 
+def _wanted_l2(
+    service: model.Service,
+    view: View,
+    index: addresses.RangeIndex[config.PoolName],
+    advertisements: list[config.L2Advertisement],
+) -> dict[addresses.IP, _Wanted]:
+    """The addresses `service` wants announced at layer 2, with what selects them."""
+    out: dict[addresses.IP, _Wanted] = {}
+    if not alloc.is_handled(service, view.lb_class):
+        return out
+    for ip in service.ingress_ips:
+        pool_name = index.find(addresses.family_of(ip), int(ip))
+        if pool_name is None:
+            continue
+        pool = view.config.pools[pool_name]
+        matching = tuple(a for a in advertisements if _selects(a, pool, service))
+        if matching:
+            out[ip] = _Wanted(service, pool, matching)
+    return out
+
+
+def _l2_advertisements(cfg: config.Config) -> list[config.L2Advertisement]:
+    return sorted(cfg.l2_advertisements.values(), key=lambda a: a.name)
+
+
 def layer2(view: View) -> dict[addresses.IP, Announcement]:
     """Every address some Service wants announced at layer 2, with its owner."""
     index = _pool_index(view.config)
     by_address: dict[addresses.IP, list[_Wanted]] = {}
-    advertisements = sorted(view.config.l2_advertisements.values(), key=lambda a: a.name)
+    advertisements = _l2_advertisements(view.config)
     for service in view.services.values():
-        if not alloc.is_handled(service, view.lb_class):
-            continue
-        for ip in service.ingress_ips:
-            pool_name = index.find(addresses.family_of(ip), int(ip))
-            if pool_name is None:
-                continue
-            pool = view.config.pools[pool_name]
-            matching = tuple(a for a in advertisements if _selects(a, pool, service))
-            if matching:
-                by_address.setdefault(ip, []).append(_Wanted(service, pool, matching))
+        for ip, one in _wanted_l2(service, view, index, advertisements).items():
+            by_address.setdefault(ip, []).append(one)
     out: dict[addresses.IP, Announcement] = {}
     for ip, wanted in sorted(by_address.items(), key=lambda kv: (kv[0].version, kv[0])):
         out[ip] = _decide(ip, wanted, view)
     return out
+
+
+class Layer2Planner:
+    """`layer2(view)`, kept up to date incrementally: after `full(view)`, `services(view, keys)`
+    re-decides only the addresses the changed Services (or their endpoints) had or have, and
+    gives the same plan as `layer2(view)` would. Anything else (configuration, Nodes, liveness,
+    health) changes every address's decision: call `full`."""
+
+    def __init__(self) -> None:
+        self.plan: dict[addresses.IP, Announcement] = {}
+        self._wanted: dict[model.ServiceKey, dict[addresses.IP, _Wanted]] = {}
+        self._by_address: dict[addresses.IP, dict[model.ServiceKey, _Wanted]] = {}
+        self._index: addresses.RangeIndex[config.PoolName] | None = None
+        self._advertisements: list[config.L2Advertisement] = []
+
+    def full(self, view: View) -> dict[addresses.IP, Announcement]:
+        self._index = _pool_index(view.config)
+        self._advertisements = _l2_advertisements(view.config)
+        self._wanted, self._by_address = {}, {}
+        for key, service in view.services.items():
+            self._add(model.ServiceKey(key), service, view)
+        self.plan = {
+            ip: _decide(ip, list(wanted.values()), view)
+            for ip, wanted in sorted(self._by_address.items(), key=lambda kv: _order(kv[0]))
+        }
+        return self.plan
+
+    def services(self, view: View, keys: Iterable[model.ServiceKey]) -> set[addresses.IP]:
+        """Re-plan after these Services (or their EndpointSlices) changed; returns the
+        addresses whose decision was made again."""
+        if self._index is None:
+            self.full(view)
+            return set(self.plan)
+        affected: set[addresses.IP] = set()
+        for key in set(keys):
+            for ip in self._wanted.pop(key, {}):
+                affected.add(ip)
+                sharing = self._by_address[ip]
+                del sharing[key]
+                if not sharing:
+                    del self._by_address[ip]
+            service = view.services.get(key)
+            if service is not None:
+                affected |= self._add(key, service, view)
+        for ip in affected:
+            wanted = self._by_address.get(ip)
+            if wanted:
+                self.plan[ip] = _decide(ip, list(wanted.values()), view)
+            else:
+                self.plan.pop(ip, None)
+        return affected
+
+    def _add(self, key: model.ServiceKey, service: model.Service, view: View) -> set[addresses.IP]:
+        assert self._index is not None
+        found = _wanted_l2(service, view, self._index, self._advertisements)
+        if found:
+            self._wanted[key] = found
+            for ip, wanted in found.items():
+                self._by_address.setdefault(ip, {})[key] = wanted
+        return set(found)
+
+
+def _order(ip: addresses.IP) -> tuple[int, int]:
+    return ip.version, int(ip)
 
 
 def _decide(ip: addresses.IP, wanted: list[_Wanted], view: View) -> Announcement:

@@ -22,11 +22,13 @@ Node-wide facts decide which input an address gets on every plan and tick (`_eva
   other node) -> DROP;
 - not settled (after `start`, or after carrier came back, until the peers answered or
   `Timing.settle` passed): HOLD, which keeps what is announced and takes nothing new;
-- else WANT_CLEARED (no probe needed: probing disabled, announced before by some node, seen
-  owned by another node in an earlier plan, or probed clean) or WANT_UNCLEARED.
+- else WANT_CLEARED (no probe needed: probing disabled, announced before by some node, or
+  probed clean here) or WANT_UNCLEARED.
 
-The speaker's status objects are never read here: "announced before" is what the shell passes
-as `Target.known`, and what this core remembers from earlier plans.
+Being the owner of an address in another node's plan does not mean that node announced it (its
+probe may have been refused), so "announced before" is not derived from plans: it is what the
+shell passes as `Target.known` (answering here, or recorded by a node), plus this core's own
+clean probes. Plans only name the previous owner of a takeover.
 
 The control-plane VIP (`ironlb.cpvip`, issue 11) will drive the same core with one address: its
 plan is "mine" while it holds the VIP lease or wins the election among control-plane members,
@@ -243,6 +245,8 @@ class Stop:
 
     address: addresses.IP
     reason: str
+    warning: bool = False
+    """Not the usual course of things (a handover nobody took, an interface gone)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -416,12 +420,10 @@ class Announcer:
         others: Mapping[addresses.IP, str | None] | None = None,
     ) -> list[Action]:
         """The addresses this node owns (with their interfaces), and who owns the rest of the
-        plan's addresses (None: nobody can): an address owned elsewhere needs no probe when it
-        comes here (a failover)."""
+        plan's addresses (None: nobody can), to name the previous owner of a takeover."""
         others = dict(others or {})
         previous_others = self._others
         self._targets, self._others = dict(mine), others
-        self._cleared.update(others)
         self._cleared &= set(mine) | set(others)
         self._refused_until = {ip: t for ip, t in self._refused_until.items() if t > now}
         actions: list[Action] = []
@@ -459,18 +461,28 @@ class Announcer:
     def tick(self, now: float) -> list[Action]:
         """Timers: settling and isolation ending, retries, gratuitous repeats, handover."""
         actions = self._node_facts(now)
-        for ip, a in list(self._addresses.items()):
-            if a.state is State.ANNOUNCING and a.schedule is not None and a.schedule.due <= now:
-                actions += self._fire(ip, Input.GRATUITOUS_DUE, now)
-            elif a.state is State.REFUSED and a.retry_at is not None and a.retry_at <= now:
-                actions += self._fire(ip, Input.RETRY_DUE, now)
-            elif (
-                a.state is State.HANDING_OVER
-                and a.handover_until is not None
-                and a.handover_until <= now
-            ):
-                actions += self._fire(ip, Input.HANDOVER_EXPIRED, now)
+        # A timer may start another one due now (a retry announcing at once): a few passes.
+        for _ in range(3):
+            fired = False
+            for ip, a in list(self._addresses.items()):
+                event = self._due(a, now)
+                if event is not None:
+                    fired = True
+                    actions += self._fire(ip, event, now)
+            if not fired:
+                break
         return actions
+
+    @staticmethod
+    def _due(a: _Address, now: float) -> Input | None:
+        if a.state is State.ANNOUNCING and a.schedule is not None and a.schedule.due <= now:
+            return Input.GRATUITOUS_DUE
+        if a.state is State.REFUSED and a.retry_at is not None and a.retry_at <= now:
+            return Input.RETRY_DUE
+        until = a.handover_until
+        if a.state is State.HANDING_OVER and until is not None and until <= now:
+            return Input.HANDOVER_EXPIRED
+        return None
 
     # --- the machine ----------------------------------------------------------------------------
 
@@ -547,7 +559,8 @@ class Announcer:
                 assert target is not None
                 actions += self._answer(ip, a, target, now, before, came_from)
             elif effect is Effect.STOP:
-                actions.append(Stop(ip, self._stop_reason(ip, event, detail, now)))
+                reason, warning = self._stop_reason(ip, event, detail)
+                actions.append(Stop(ip, reason, warning))
                 a.interfaces, a.schedule = (), None
             elif effect is Effect.GRATUITOUS:
                 assert a.schedule is not None
@@ -614,6 +627,8 @@ class Announcer:
     def _reschedule(self, s: _Schedule, now: float) -> None:
         # Repeats every interval until `until`, then (with a refresh) every `refresh` seconds.
         nxt = s.due + self.timing.gratuitous_interval
+        if nxt <= now:  # the shell was late: no burst of missed repeats
+            nxt = now + self.timing.gratuitous_interval
         if s.until != float("inf") and nxt <= s.until:
             s.due = nxt
         elif s.refresh is not None:
@@ -621,19 +636,21 @@ class Announcer:
         else:
             s.due = float("inf")
 
-    def _stop_reason(self, ip: addresses.IP, event: Input, detail: str, now: float) -> str:
+    def _stop_reason(self, ip: addresses.IP, event: Input, detail: str) -> tuple[str, bool]:
         if event is Input.CLAIMED:
-            return f"handed over ({detail} announced it)"
+            return f"handed over ({detail} announced it)", False
         if event is Input.HANDOVER_EXPIRED:
-            return f"no new owner announced it within {self.timing.handover_timeout:.1f} s"
+            timeout = self.timing.handover_timeout
+            return f"handover: no new owner announced it within {timeout:.1f} s", True
         if event is Input.FAILED:
-            return detail
+            return detail, True
         target = self._targets.get(ip)
         if self._facts.isolated:
-            return "isolated (wrong membership key)"
+            return "isolated (wrong membership key)", True
         if target is not None and not target.interfaces:
-            return f"no usable interface left: {target.why_none}"
-        return "another node owns it" if ip in self._others else "no longer wanted"
+            return f"no usable interface left: {target.why_none}", True
+        owner = self._others.get(ip)
+        return (f"node {owner} owns it" if owner else "no longer announced by any node"), False
 
     def _conflict(
         self,

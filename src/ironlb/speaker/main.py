@@ -2,11 +2,13 @@
 
 Every change (a Service, its endpoints, a Node, the configuration, a member joining or dying,
 an interface losing carrier) marks the plan dirty; the plan loop recomputes `core.announce`'s
-decision from the caches and applies this node's part. Liveness of the other speakers comes
-from membership (SWIM over UDP, HMAC-signed with the key in the `memberlist` Secret), peers
-from the Node objects. Membership starts as soon as the Secret has a key (at start or later,
-without a restart) and follows key rotation; until then (or with --membership=false) Node
-readiness is used, and the metric `ironlb_membership_key_missing_bool` and the
+decision from the caches and hands this node's part to the layer-2 announcer core
+(`ironlb.l2.announcer`, carried out by `speaker.layer2`) and to BGP. Liveness of the other
+speakers comes from membership (SWIM over UDP, HMAC-signed with the key in the `memberlist`
+Secret), peers from the Node objects. Membership starts as soon as the Secret has a key (at
+start or later, without a restart) and follows key rotation; until then (or with
+--membership=false) Node readiness is used, and the metric
+`ironlb_membership_key_missing_bool` and the
 ConfigurationState condition `membershipReady` say so.
 
 Nothing a plan does waits for the API server: status objects, Events and the
@@ -14,10 +16,12 @@ ConfigurationState are written by tasks of their own from the latest wanted stat
 
 Start-up: nothing is announced until the caches have listed and membership has heard from the
 peers (or `SETTLE` seconds passed), so a restarting speaker never grabs every address because
-it has not met anyone yet. The same holds after an interface regains carrier.
+it has not met anyone yet. The same holds after an interface regains carrier. Settling, the
+wrong-key isolation, probing and the handover are states of the announcer core; this module
+feeds it facts.
 
-SIGTERM: publish "draining"; the new owners announce; once each of this node's addresses has
-been claimed by its new owner (or `handover_timeout` passed), stop answering, say goodbye to
+SIGTERM: publish "draining"; the new owners announce; each of this node's addresses stops
+being answered once its new owner claimed it (or `handover_timeout` passed); say goodbye to
 the members, exit. A rolling restart loses no request.
 """
 
@@ -29,7 +33,6 @@ import contextlib
 import ipaddress
 import logging
 import signal
-import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -48,8 +51,7 @@ from ironlb.speaker import settings as settings_
 
 log = logging.getLogger(__name__)
 
-SETTLE = 1.0
-"""Seconds to wait for peers to answer before announcing after start or carrier return."""
+SETTLE = layer2.SETTLE
 
 
 class _MembershipMetrics:
@@ -81,11 +83,7 @@ class _MembershipMetrics:
 
 MEMBERSHIP = _MembershipMetrics()
 REGISTRY.register(MEMBERSHIP)
-ISOLATED = Gauge(
-    "ironlb_membership_isolated_bool",
-    "1 while peers' packets fail authentication and none is verified: this speaker"
-    " has the wrong key and announces nothing",
-)
+ISOLATED = layer2.ISOLATED
 KEY_MISSING = Gauge(
     "ironlb_membership_key_missing_bool",
     "1 while membership is on but its Secret (or its 'secretkey') is missing: dead nodes are"
@@ -94,8 +92,6 @@ KEY_MISSING = Gauge(
 PLAN_ERRORS = Counter("ironlb_speaker_plan_errors", "Plans that failed unexpectedly (see the log)")
 MEMBERSHIP_READY = "membershipReady"
 BGP_PORT = "bgpPortAvailable"
-KEY_MISMATCH_WINDOW = 5.0
-"""Seconds a packet failing authentication counts as evidence of a key mismatch."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,11 +156,21 @@ class Speaker:
             client, k8s.NODES, model.parse_node, on_change=self._node_changed
         )
         self.config = configsource.ConfigSource(client, ns, mark)
+        # The speakers' own status objects are output, never planning input: a change only
+        # makes their writer compare again.
         l2_statuses = reflector.Reflector(
-            client, k8s.SERVICE_L2_STATUSES, status.parse_l2, namespace=ns, on_change=mark
+            client,
+            k8s.SERVICE_L2_STATUSES,
+            status.parse_l2,
+            namespace=ns,
+            on_change=lambda key: self.l2_status.changed(key),
         )
         bgp_statuses = reflector.Reflector(
-            client, k8s.SERVICE_BGP_STATUSES, status.parse_bgp, namespace=ns, on_change=mark
+            client,
+            k8s.SERVICE_BGP_STATUSES,
+            status.parse_bgp,
+            namespace=ns,
+            on_change=lambda key: self.bgp_status.changed(key),
         )
         # Every Secret of the namespace (the membership key, BGP passwords), from a cache: an
         # unreachable API server must never hold up announcing.
@@ -190,7 +196,7 @@ class Speaker:
             self.recorder,
             service=self._service,
             announced_by=self.l2_status.recorded_by,
-            changed=self.dirty.set,
+            answering_changed=lambda: self._publish_l2_status(self._l2_plan),
         )
         self.state = configstate.Reporter(
             client,
@@ -205,12 +211,9 @@ class Speaker:
         self.members: transport.Transport | None = None
         self._keys_changed = asyncio.Event()
         self.health = announce.Health()
-        self.settled_at: float | None = None
+        self._l2_plan: Mapping[addresses.IP, announce.Announcement] = {}
         self.draining = False
         self.links: Mapping[int, net_links.Link] = {}
-        self._bad_mac = 0
-        self._bad_mac_at = float("-inf")
-        self.isolated = False
         self.plan_error: str | None = None
         """Why the last plan failed (readiness says so), None after a good one."""
 
@@ -306,12 +309,11 @@ class Speaker:
             KEY_MISSING.set(0)
             self.state.set_condition(MEMBERSHIP_READY, True, "Running")
             log.info("membership running (key from Secret %s)", secret)
-            if self.settled_at is not None:
+            if self.layer2.core.started:
                 # Started late: the peers are unconfirmed for a moment and would look dead;
                 # meet them before taking anything new.
-                await self.settle()
-            else:
-                self.dirty.set()
+                self.layer2.settle()
+            self.dirty.set()
             await asyncio.Event().wait()
 
     async def leave(self) -> None:
@@ -363,29 +365,18 @@ class Speaker:
             m.state in pending for n, m in self.members.members.items() if n != self.node
         )
 
-    def _check_isolation(self, live: Mapping[election.NodeName, announce.Health]) -> bool:
-        """True when this speaker hears peers it cannot verify and verifies none: a wrong
-        membership key. Announcing then would fight every other node for every address."""
+    def _membership_facts(self, live: Mapping[election.NodeName, announce.Health]) -> None:
+        """Tell the announcer core what membership knows: whether every peer answered, whether
+        some peer is verified, how many packets failed authentication (a wrong key)."""
         if self.members is None:
-            return False
-        bad = self.members.dropped.get(wire.DropReason.BAD_MAC, 0)
-        if bad > self._bad_mac:
-            self._bad_mac, self._bad_mac_at = bad, time.monotonic()
-        recent = time.monotonic() - self._bad_mac_at < KEY_MISMATCH_WINDOW
-        isolated = recent and not (set(live) - {self.node})
-        if isolated != self.isolated:
-            self.isolated = isolated
-            ISOLATED.set(int(isolated))
-            if isolated:
-                log.error(
-                    "membership packets from peers fail authentication and no peer is "
-                    "verified: this node's key (Secret %s) differs from the others'; "
-                    "announcing nothing",
-                    self.settings.membership_secret,
-                )
-            else:
-                log.info("membership verified again: announcing")
-        return isolated
+            self.layer2.membership(running=False, peers_heard=True, verified_peers=False, bad_mac=0)
+            return
+        self.layer2.membership(
+            running=True,
+            peers_heard=self._peers_heard(),
+            verified_peers=bool(set(live) - {self.node}),
+            bad_mac=self.members.dropped.get(wire.DropReason.BAD_MAC, 0),
+        )
 
     # --- the plan -------------------------------------------------------------------------------
 
@@ -425,17 +416,11 @@ class Speaker:
         )
         plan = announce.layer2(view)
         if self.draining:
-            return  # hand_over() decides when to stop answering
-        settled = self.settled_at is not None and (
-            time.monotonic() >= self.settled_at or self._peers_heard()
-        )
-        mine = announce.mine(plan, self.node)
-        if self._check_isolation(live):
-            mine = {}
-        elif not settled:
-            # Meeting the peers: keep what is announced here, take nothing new.
-            mine = {ip: a for ip, a in mine.items() if ip in self.layer2.announced}
-        await self.layer2.apply(mine, self.links)
+            return  # the announcer core hands over and takes nothing new
+        self._membership_facts(live)
+        others = {ip: a.owner for ip, a in plan.items() if a.owner != self.node}
+        self.layer2.apply(announce.mine(plan, self.node), others, self.links)
+        self._l2_plan = plan
         self._publish_l2_status(plan)
         bgp_plan = announce.bgp(view, self.node, pod_cidrs=self.settings.advertise_pod_cidrs)
         await self.bgp.apply(bgp_plan, self.nodes.items.get(self.node), self.applied)
@@ -470,22 +455,13 @@ class Speaker:
                 await asyncio.sleep(1.0)
                 self.dirty.set()
 
-    async def settle(self) -> None:
-        """Hold announcing until peers have answered (every member event re-plans) or `SETTLE`
-        seconds have passed."""
-        self.settled_at = time.monotonic() + SETTLE
-        self.dirty.set()
-        await asyncio.sleep(SETTLE)
-        self.dirty.set()
-
     async def watch_links(self, monitor: net_links.Monitor) -> None:
-        async with asyncio.TaskGroup() as tg:
-            async for event in monitor:
-                self.links = monitor.links
-                if event.change is net_links.Change.CARRIER_UP:
-                    # Peers may have declared us dead meanwhile: meet them before announcing.
-                    tg.create_task(self.settle())
-                self.dirty.set()
+        async for event in monitor:
+            self.links = monitor.links
+            if event.change is net_links.Change.CARRIER_UP:
+                # Peers may have declared us dead meanwhile: meet them before announcing.
+                self.layer2.carrier_up()
+            self.dirty.set()
 
     async def follow_sessions(self) -> None:
         """Re-plan when a BGP session comes up or goes down (status objects follow)."""
@@ -500,7 +476,7 @@ class Speaker:
             return f"caches not synced: {', '.join(missing)}"
         if self.plan_error is not None:
             return f"cannot plan: {self.plan_error}"
-        return None if self.settled_at is not None else "meeting the other speakers"
+        return None if self.layer2.core.started else "meeting the other speakers"
 
 
 async def run(settings: settings_.Settings) -> int:
@@ -555,12 +531,12 @@ async def run(settings: settings_.Settings) -> int:
                         inner.create_task(speaker.watch_links(monitor)),
                         inner.create_task(speaker.plan_loop()),
                     ]
-                    inner.create_task(speaker.settle())
+                    speaker.layer2.settle()
                     await stop.wait()
                     log.info("shutting down: handing addresses over")
                     speaker.draining = True
                     await speaker.plan_once()  # publish "draining"
-                    await speaker.layer2.hand_over(settings.handover_timeout)
+                    await speaker.layer2.hand_over()
                     await speaker.bgp.stop_all()
                     for task in work:
                         task.cancel()

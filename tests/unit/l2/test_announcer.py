@@ -201,13 +201,20 @@ def test_a_failed_probe_is_retried_soon() -> None:
     assert core.tick(2.1) == [announcer.Probe(IP, "eth0", 0.5)]
 
 
-def test_known_or_seen_elsewhere_needs_no_probe_and_names_the_previous_owner() -> None:
+def test_known_needs_no_probe_and_a_takeover_names_the_previous_owner() -> None:
     core = started()
     assert of(core.plan(1.0, {IP: target(known=True)}), announcer.Answer)
     core.plan(2.0, {}, {IP2: "node-2"})
-    actions = core.plan(3.0, {IP2: target()}, {})
+    actions = core.plan(3.0, {IP2: target(known=True)}, {})
     (answer,) = of(actions, announcer.Answer)
     assert answer == announcer.Answer(IP2, ("eth0",), (SVC,), True, "node-2")
+
+
+def test_owned_elsewhere_in_a_plan_is_not_announced_before() -> None:
+    """Another node's probe may have been refused: only `known` says it was announced."""
+    core = started()
+    core.plan(1.0, {}, {IP: "node-2"})
+    assert core.plan(2.0, {IP: target()}, {}) == [announcer.Probe(IP, "eth0", 0.5)]
 
 
 def test_probing_disabled_announces_at_once() -> None:
