@@ -387,49 +387,133 @@ def _communities(
 
 def bgp(view: View, node_name: str, *, pod_cidrs: bool = False) -> BgpPlan:
     """What this node advertises to which of its peers."""
-    node = view.nodes.get(node_name)
-    if node is None:
-        return BgpPlan({}, {})
-    cfg = view.config
-    peers = {
-        name: peer
-        for name, peer in sorted(cfg.peers.items())
-        if selectors.any_matches(peer.spec.node_selectors, node.metadata.labels)
-    }
-    routes: dict[str, dict[Prefix, Route]] = {name: {} for name in peers}
-    problems: list[str] = []
-    if not _node_ok(node, view):
-        return BgpPlan(peers, routes)
-    aliases = cfg.community_aliases()
-    index = _pool_index(cfg)
-    advertisements = sorted(cfg.bgp_advertisements.values(), key=lambda a: a.name)
+    return BgpPlanner(node_name, pod_cidrs=pod_cidrs).full(view)
 
-    def add(peer: str, route: Route) -> None:
-        have = routes[peer].get(route.prefix)
-        if have is not None:
-            prefs = [p for p in (have.local_pref, route.local_pref) if p is not None]
-            route = Route(
-                route.prefix,
-                max(prefs) if prefs else None,
-                have.communities | route.communities,
-                tuple(sorted(set(have.services) | set(route.services))),
-            )
-        routes[peer][route.prefix] = route
 
-    for service in sorted(view.services.values(), key=lambda s: s.key):
+def _merge(have: Route | None, route: Route) -> Route:
+    """Two advertisements of one prefix to one peer: the best local preference, every
+    community, every Service."""
+    if have is None:
+        return route
+    prefs = [p for p in (have.local_pref, route.local_pref) if p is not None]
+    return Route(
+        route.prefix,
+        max(prefs) if prefs else None,
+        have.communities | route.communities,
+        tuple(sorted(set(have.services) | set(route.services))),
+    )
+
+
+_RouteKey = tuple[str, Prefix]
+
+
+class BgpPlanner:
+    """`bgp(view, node)`, kept up to date incrementally like `Layer2Planner`: after `full`,
+    `services(view, keys)` recomputes only the routes of the changed Services."""
+
+    def __init__(self, node_name: str, *, pod_cidrs: bool = False) -> None:
+        self.node_name = node_name
+        self.pod_cidrs = pod_cidrs
+        self.plan = BgpPlan({}, {})
+        self._node: model.Node | None = None
+        self._contributions: dict[model.ServiceKey, dict[_RouteKey, Route]] = {}
+        self._problems: dict[model.ServiceKey, list[str]] = {}
+        self._by_route: dict[_RouteKey, dict[model.ServiceKey, Route]] = {}
+        self._fixed: dict[_RouteKey, Route] = {}
+        """Routes of no Service (PodCIDRs)."""
+        self._index: addresses.RangeIndex[config.PoolName] | None = None
+        self._advertisements: list[config.BGPAdvertisement] = []
+        self._aliases: Mapping[str, config.CommunityValue] = {}
+
+    def full(self, view: View) -> BgpPlan:
+        self._contributions, self._problems, self._by_route, self._fixed = {}, {}, {}, {}
+        self._index = None
+        node = self._node = view.nodes.get(self.node_name)
+        if node is None:
+            self.plan = BgpPlan({}, {})
+            return self.plan
+        cfg = view.config
+        peers = {
+            name: peer
+            for name, peer in sorted(cfg.peers.items())
+            if selectors.any_matches(peer.spec.node_selectors, node.metadata.labels)
+        }
+        routes: dict[str, dict[Prefix, Route]] = {name: {} for name in peers}
+        self.plan = BgpPlan(peers, routes)
+        if not _node_ok(node, view):
+            return self.plan
+        self._aliases = cfg.community_aliases()
+        self._index = _pool_index(cfg)
+        self._advertisements = sorted(cfg.bgp_advertisements.values(), key=lambda a: a.name)
+        if peers:
+            for key in view.services:
+                self._add(model.ServiceKey(key), view)
+        if self.pod_cidrs:
+            for cidr in node.spec.pod_cidrs:
+                prefix = ipaddress.ip_network(cidr, strict=False)
+                for peer in peers:
+                    self._fixed[(peer, prefix)] = _merge(
+                        self._fixed.get((peer, prefix)), Route(prefix)
+                    )
+        for route_key in set(self._by_route) | set(self._fixed):
+            self._settle(route_key)
+        self._publish_problems()
+        return self.plan
+
+    def services(self, view: View, keys: Iterable[model.ServiceKey]) -> BgpPlan:
+        if self._index is None or not self.plan.peers:
+            return self.plan  # nothing is advertised, whatever the Services
+        affected: set[_RouteKey] = set()
+        for key in set(keys):
+            for route_key in self._contributions.pop(key, {}):
+                affected.add(route_key)
+                sharing = self._by_route[route_key]
+                del sharing[key]
+                if not sharing:
+                    del self._by_route[route_key]
+            self._problems.pop(key, None)
+            affected |= self._add(key, view)
+        for route_key in affected:
+            self._settle(route_key)
+        self._publish_problems()
+        return self.plan
+
+    def _settle(self, route_key: _RouteKey) -> None:
+        peer, prefix = route_key
+        merged = self._fixed.get(route_key)
+        for route in self._by_route.get(route_key, {}).values():
+            merged = _merge(merged, route)
+        routes = self.plan.routes[peer]
+        assert isinstance(routes, dict)
+        if merged is None:
+            routes.pop(prefix, None)
+        else:
+            routes[prefix] = merged
+
+    def _publish_problems(self) -> None:
+        found = (p for problems in self._problems.values() for p in problems)
+        self.plan = BgpPlan(self.plan.peers, self.plan.routes, tuple(dict.fromkeys(found)))
+
+    def _add(self, key: model.ServiceKey, view: View) -> set[_RouteKey]:
+        service, node, index = view.services.get(key), self._node, self._index
+        if service is None or node is None or index is None:
+            return set()
         if not alloc.is_handled(service, view.lb_class) or not service.ingress_ips:
-            continue
+            return set()
         any_serving, local = serving_nodes(view.endpoints.get(service.key, ()))
         if not any_serving:
-            continue
-        if service.spec.external_traffic_policy == "Local" and node_name not in local:
-            continue
+            return set()
+        if service.spec.external_traffic_policy == "Local" and self.node_name not in local:
+            return set()
+        peers = self.plan.peers
+        mine: dict[_RouteKey, Route] = {}
+        problems: list[str] = []
         for ip in service.ingress_ips:
             pool_name = index.find(addresses.family_of(ip), int(ip))
             if pool_name is None:
                 continue
-            pool = cfg.pools[pool_name]
-            for adv in advertisements:
+            pool = view.config.pools[pool_name]
+            for adv in self._advertisements:
                 if not (
                     _selects(adv, pool, service)
                     and selectors.any_matches(adv.spec.node_selectors, node.metadata.labels)
@@ -444,17 +528,19 @@ def bgp(view: View, node_name: str, *, pod_cidrs: bool = False) -> BgpPlan:
                 route = Route(
                     prefix,
                     adv.spec.local_pref or None,
-                    _communities(adv.spec.communities, aliases, problems),
+                    _communities(adv.spec.communities, self._aliases, problems),
                     (service.key,),
                 )
                 for peer in adv.spec.peers or tuple(peers):
                     if peer in peers:
-                        add(peer, route)
-    if pod_cidrs:
-        for cidr in node.spec.pod_cidrs:
-            for peer in peers:
-                add(peer, Route(ipaddress.ip_network(cidr, strict=False)))
-    return BgpPlan(peers, routes, tuple(dict.fromkeys(problems)))
+                        mine[(peer, prefix)] = _merge(mine.get((peer, prefix)), route)
+        if problems:
+            self._problems[key] = problems
+        if mine:
+            self._contributions[key] = mine
+            for route_key, route in mine.items():
+                self._by_route.setdefault(route_key, {})[key] = route
+        return set(mine)
 
 
 def mine(plan: Mapping[addresses.IP, Announcement], node: str) -> dict[addresses.IP, Announcement]:

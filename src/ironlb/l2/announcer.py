@@ -10,7 +10,8 @@ Per address one `State`, changed only through `TABLE` (an input a state does not
 - WITHDRAWN: not answering (also every address the core does not know).
 - HELD: this node owns the address but may not take it yet (the speaker is settling).
 - PROBING: first announcement: an RFC 5227 probe / RFC 4862 DAD runs on the first interface.
-- REFUSED: another host answered the probe (or the I/O failed); probed again at `retry_at`.
+- REFUSED: another host answered the probe (or the I/O failed); probed again at `retry_at`,
+  or announced at once when another node is known to have announced it since.
 - ANNOUNCING: answering on its interfaces, gratuitous ARP/NA repeated per the schedule.
 - HANDING_OVER: draining; still answering, no more gratuitous, until another MAC claims the
   address (the new owner's gratuitous announcement) or `handover_timeout` passes.
@@ -129,8 +130,9 @@ TABLE: dict[tuple[State, Input], Transition] = {
     (S.PROBING, In.PROBE_FOREIGN): Transition(S.REFUSED, (E.WARN_IN_USE, E.ARM_RETRY_IN_USE)),
     (S.PROBING, In.FAILED): Transition(S.REFUSED, (E.ARM_RETRY_FAILED,)),
     (S.PROBING, In.CLAIMED): _STAY[S.PROBING],
-    # REFUSED: only the retry timer (or losing the address) ends a refusal.
-    (S.REFUSED, In.WANT_CLEARED): _STAY[S.REFUSED],
+    # REFUSED: the retry timer ends a refusal, or another node announcing the address since
+    # (what answered the probe was that node, taking it over meanwhile: not a stranger).
+    (S.REFUSED, In.WANT_CLEARED): Transition(S.ANNOUNCING, (E.ANSWER,)),
     (S.REFUSED, In.WANT_UNCLEARED): _STAY[S.REFUSED],
     (S.REFUSED, In.STILL_REFUSED): _STAY[S.REFUSED],
     (S.REFUSED, In.HOLD): _STAY[S.REFUSED],
@@ -519,10 +521,11 @@ class Announcer:
             return Input.DROP
         if not self.settled(now):
             return Input.HOLD
+        if self.timing.probe <= 0 or target.known or ip in self._cleared:
+            return Input.WANT_CLEARED
         if self._refused_until.get(ip, float("-inf")) > now:
             return Input.STILL_REFUSED
-        cleared = self.timing.probe <= 0 or target.known or ip in self._cleared
-        return Input.WANT_CLEARED if cleared else Input.WANT_UNCLEARED
+        return Input.WANT_UNCLEARED
 
     def _evaluate(self, ip: addresses.IP, now: float, came_from: str | None) -> list[Action]:
         return self._fire(ip, self._input_for(ip, now), now, came_from=came_from)

@@ -86,6 +86,10 @@ class Layer2:
         self.core = announcer.Announcer(node, timing(settings))
         self._responders: dict[str, responder.Responder] = {}
         self._links: Mapping[int, net_links.Link] = {}
+        self._links_seen: tuple[tuple[int, net_links.Link], ...] = ()
+        self._choices: dict[
+            tuple[addresses.IP, frozenset[str]], interfaces.Choice[net_links.Link]
+        ] = {}
         self._on: dict[addresses.IP, tuple[str, ...]] = {}
         """Address -> interfaces whose responder answers for it."""
         self._probing: dict[addresses.IP, str] = {}
@@ -135,11 +139,20 @@ class Layer2:
         links: Mapping[int, net_links.Link],
     ) -> dict[addresses.IP, interfaces.Choice[net_links.Link]]:
         """Make the core announce exactly `mine`; returns each address's interface choice."""
+        seen = tuple(links.items())  # the monitor updates its table in place
+        if seen != self._links_seen:
+            self._choices.clear()  # choices hold while the links do
+            self._links_seen = seen
         self._links = links
-        choices = {
-            ip: interfaces.choose(ip, links.values(), a.interfaces, self._excluded)
-            for ip, a in mine.items()
-        }
+        choices = {}
+        for ip, a in mine.items():
+            choice = self._choices.get((ip, a.interfaces))
+            if choice is None:
+                choice = interfaces.choose(ip, links.values(), a.interfaces, self._excluded)
+                self._choices[(ip, a.interfaces)] = choice
+            choices[ip] = choice
+        for stale in [k for k in self._choices if k[0] not in mine]:
+            del self._choices[stale]
         answering = self.core.answering()
         targets = {}
         for ip, a in mine.items():

@@ -64,9 +64,11 @@ def test_every_pair_keeps_the_invariants(state: announcer.State, event: announce
     if step.state is S.ANNOUNCING and state is not S.ANNOUNCING:
         assert E.ANSWER in effects
         assert event in {In.WANT_CLEARED, In.PROBE_CLEAR}
-    # A refusal ends only by its timer (or the address leaving).
-    if state is S.REFUSED:
-        assert step.state in {S.REFUSED, S.HELD, S.WITHDRAWN}
+    if event is In.WANT_UNCLEARED or event is In.STILL_REFUSED:
+        assert step.state is not S.ANNOUNCING or state is S.ANNOUNCING
+    # A refusal ends by its timer, the address leaving, or a node announcing it since.
+    if state is S.REFUSED and step.state is S.ANNOUNCING:
+        assert event is In.WANT_CLEARED
     if event is In.PROBE_FOREIGN:
         assert step.state is not S.ANNOUNCING or state is S.ANNOUNCING
     if state is S.HANDING_OVER:
@@ -171,8 +173,7 @@ def test_an_address_in_use_is_refused_warned_and_probed_again_later() -> None:
     assert "02:00:5e:00:00:99" in warn.note
     assert warn.services == (SVC,)
     assert of(actions, announcer.Answer) == []
-    # Plans (even saying another node announced it before) do not end the refusal.
-    assert core.plan(2.0, {IP: target(known=True)}) == []
+    # Plans do not end the refusal.
     assert core.plan(3.0, {IP: target()}) == []
     assert core.next_deadline() == 31.5
     assert core.tick(31.4) == []
@@ -190,6 +191,16 @@ def test_a_refused_address_that_leaves_and_returns_still_waits() -> None:
     assert actions == []
     assert core.state(IP) is S.REFUSED
     assert core.next_deadline() == 31.5
+
+
+def test_a_node_announcing_it_since_ends_a_refusal() -> None:
+    """What answered the probe was another node taking the address over meanwhile (a rolling
+    restart): once a node recorded announcing it, the refusal was a mistake."""
+    core = started()
+    core.plan(1.0, {IP: target()})
+    core.probed(1.5, IP, "02:00:5e:00:00:99")
+    actions = core.plan(2.0, {IP: target(known=True)})
+    assert of(actions, announcer.Answer) == [announcer.Answer(IP, ("eth0",), (SVC,), True)]
 
 
 def test_a_failed_probe_is_retried_soon() -> None:
@@ -374,6 +385,8 @@ def test_properties_over_random_inputs(steps: list[tuple[object, ...]]) -> None:
     bad_mac = 0
     answering: dict[addresses.IP, tuple[str, ...]] = {}
     refused_at: dict[addresses.IP, float] = {}
+    known_at: dict[addresses.IP, float] = {}
+    """When a plan last said some node announced the address."""
     claimed_at: dict[addresses.IP, float] = {}
     probing: set[addresses.IP] = set()
     drained_at: float | None = None
@@ -385,7 +398,8 @@ def test_properties_over_random_inputs(steps: list[tuple[object, ...]]) -> None:
                 if a.first:
                     assert a.address not in answering
                     since = refused_at.get(a.address)
-                    assert since is None or now >= since + TIMING.retry_in_use
+                    later = known_at.get(a.address, float("-inf"))
+                    assert since is None or now >= since + TIMING.retry_in_use or later >= since
                     assert drained_at is None
                 answering[a.address] = a.interfaces
                 assert a.interfaces
@@ -411,6 +425,7 @@ def test_properties_over_random_inputs(steps: list[tuple[object, ...]]) -> None:
                 for ip, (ifaces, known) in step[1].items()  # type: ignore[attr-defined]
             }
             others = {ip: o for ip, o in step[2].items() if ip not in mine}  # type: ignore[attr-defined]
+            known_at.update({ip: now for ip, t in mine.items() if t.known})
             check(core.plan(now, mine, others))
         elif kind == "probed":
             ip, foreign = step[1], step[2]
