@@ -350,5 +350,9 @@ class Layer2:
         self._quiet.clear()
         self._feed(self.core.drain(start))
         self._wake.set()
-        await self._quiet.wait()
+        # The core's own timeout ends the handover; this bound only guards against `run` having
+        # stopped (shutdown must never hang on it).
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.core.timing.handover_timeout + 1.0):
+                await self._quiet.wait()
         log.info("handover done after %.2f s", time.monotonic() - start)
