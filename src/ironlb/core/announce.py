@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import ipaddress
 import struct
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from ironlb.core import addresses, alloc, config, election, interfaces, model, selectors
@@ -546,10 +546,3 @@ class BgpPlanner:
 def mine(plan: Mapping[addresses.IP, Announcement], node: str) -> dict[addresses.IP, Announcement]:
     """The part of the plan this node announces."""
     return {ip: a for ip, a in plan.items() if a.owner == node}
-
-
-def health_of(
-    members: Mapping[election.NodeName, bytes], alive: Collection[election.NodeName]
-) -> dict[election.NodeName, Health]:
-    """Decode the meta of the live members."""
-    return {name: Health.decode(members.get(name, b"")) for name in alive}
