@@ -375,7 +375,7 @@ STEPS = st.lists(
 )
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(STEPS)
 def test_properties_over_random_inputs(steps: list[tuple[object, ...]]) -> None:
     """Never announce an address a probe refused (until its retry); a handover never stops an
