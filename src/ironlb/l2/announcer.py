@@ -118,15 +118,18 @@ TABLE: dict[tuple[State, Input], Transition] = {
     **{(s, In.HOLD): Transition(S.HELD) for s in _IDLE},
     **{(s, In.DROP): Transition(S.WITHDRAWN) for s in _IDLE},
     **{(s, In.DRAIN): Transition(S.WITHDRAWN) for s in _IDLE},
-    **{(s, i): _STAY[s] for s in _IDLE for i in _STALE},
-    # PROBING: any gate closing abandons the probe (its late result is stale).
+    # A clean probe is a fact about the LAN whatever the state: remembered (settling must not
+    # make every node probe again at once when it ends, and refuse each other's probes).
+    **{(s, In.PROBE_CLEAR): Transition(s, (E.MARK_CLEARED,)) for s in _IDLE},
+    **{(s, i): _STAY[s] for s in _IDLE for i in (In.PROBE_FOREIGN, In.FAILED, In.CLAIMED)},
+    # PROBING: settling lets the probe run on; losing the address abandons it.
     (S.PROBING, In.WANT_CLEARED): Transition(S.ANNOUNCING, (E.ANSWER,)),
     (S.PROBING, In.WANT_UNCLEARED): _STAY[S.PROBING],
     (S.PROBING, In.STILL_REFUSED): _STAY[S.PROBING],
-    (S.PROBING, In.HOLD): Transition(S.HELD),
+    (S.PROBING, In.HOLD): _STAY[S.PROBING],
     (S.PROBING, In.DROP): Transition(S.WITHDRAWN),
     (S.PROBING, In.DRAIN): Transition(S.WITHDRAWN),
-    (S.PROBING, In.PROBE_CLEAR): Transition(S.ANNOUNCING, (E.MARK_CLEARED, E.ANSWER)),
+    (S.PROBING, In.PROBE_CLEAR): Transition(S.HELD, (E.MARK_CLEARED, E.REEVALUATE)),
     (S.PROBING, In.PROBE_FOREIGN): Transition(S.REFUSED, (E.WARN_IN_USE, E.ARM_RETRY_IN_USE)),
     (S.PROBING, In.FAILED): Transition(S.REFUSED, (E.ARM_RETRY_FAILED,)),
     (S.PROBING, In.CLAIMED): _STAY[S.PROBING],

@@ -233,6 +233,21 @@ def test_probing_disabled_announces_at_once() -> None:
     assert of(core.plan(1.0, {IP6: target()}), announcer.Answer)
 
 
+def test_settling_again_lets_a_probe_finish_and_remembers_its_result() -> None:
+    """Membership starting re-settles the node while its first probe runs: the probe goes on,
+    and the address is announced when settling ends, without every node probing at once then
+    (they would take each other's probes for a conflict)."""
+    core = started()
+    assert core.plan(1.0, {IP: target()}) == [announcer.Probe(IP, "eth0", 0.5)]
+    core.start(1.1)
+    assert core.state(IP) is S.PROBING
+    assert core.probed(1.5, IP, None) == []
+    assert core.state(IP) is S.HELD
+    actions = core.tick(2.1)
+    assert of(actions, announcer.Probe) == []
+    assert of(actions, announcer.Answer) == [announcer.Answer(IP, ("eth0",), (SVC,), True)]
+
+
 def test_a_late_probe_result_for_an_abandoned_address_is_ignored() -> None:
     core = started()
     core.plan(1.0, {IP: target()})
