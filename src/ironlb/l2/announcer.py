@@ -410,13 +410,35 @@ class Announcer:
     ) -> list[Action]:
         """Facts from membership: every peer answered (none unconfirmed or dead), some peer is
         verified live, how many packets failed authentication so far."""
+        self.record_membership(
+            now,
+            running=running,
+            peers_heard=peers_heard,
+            verified_peers=verified_peers,
+            bad_mac=bad_mac,
+        )
+        return self.tick(now)
+
+    def record_membership(
+        self,
+        now: float,
+        *,
+        running: bool,
+        peers_heard: bool,
+        verified_peers: bool,
+        bad_mac: int,
+    ) -> None:
+        """The same facts, not acted on until the next input: a shell that plans from the same
+        membership view passes them right before `plan()`. Acting on them at once would decide
+        with the new facts and the old plan: a speaker that just heard its peers would settle
+        and probe an address it owned only in the plan it made while it was alone, and its probe
+        would make the real owner's simultaneous probe fail (RFC 5227 2.1.1)."""
         f = self._facts
         f.membership = running
         f.peers_heard = peers_heard or not running
         f.verified_peers = verified_peers
         if bad_mac > f.bad_mac:
             f.bad_mac, f.bad_mac_at = bad_mac, now
-        return self.tick(now)
 
     def plan(
         self,

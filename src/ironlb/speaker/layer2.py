@@ -122,14 +122,14 @@ class Layer2:
     def membership(
         self, *, running: bool, peers_heard: bool, verified_peers: bool, bad_mac: int
     ) -> None:
-        self._feed(
-            self.core.membership(
-                time.monotonic(),
-                running=running,
-                peers_heard=peers_heard,
-                verified_peers=verified_peers,
-                bad_mac=bad_mac,
-            )
+        """Membership facts for the next `apply()`, which the speaker makes from the same view
+        (the core acts on both together, never on new facts with an old plan)."""
+        self.core.record_membership(
+            time.monotonic(),
+            running=running,
+            peers_heard=peers_heard,
+            verified_peers=verified_peers,
+            bad_mac=bad_mac,
         )
 
     def apply(

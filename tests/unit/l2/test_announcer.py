@@ -115,6 +115,28 @@ def test_peers_answering_ends_settling_early() -> None:
     assert core.settled(0.3)
 
 
+def test_settling_facts_recorded_with_a_new_plan_never_act_on_the_old_plan() -> None:
+    """Alone at start, the node owns IP in its plan (HELD). Then it hears its peers, and the
+    new plan gives IP to a peer: recorded facts plus that plan must not probe IP (the probe
+    would make the real owner's simultaneous probe fail), and nothing is left held."""
+    core = announcer.Announcer("node-1", TIMING)
+    core.start(0.0)
+    core.record_membership(0.0, running=True, peers_heard=False, verified_peers=False, bad_mac=0)
+    core.plan(0.0, {IP: target()})
+    assert core.state(IP) is S.HELD
+    core.record_membership(0.1, running=True, peers_heard=True, verified_peers=True, bad_mac=0)
+    assert core.state(IP) is S.HELD  # recorded, not acted on
+    actions = core.plan(0.1, {}, {IP: "node-2"})
+    assert of(actions, announcer.Probe) == []
+    assert core.state(IP) is S.WITHDRAWN
+    # Acting on the facts at once (membership()) with the old plan would have probed.
+    other = announcer.Announcer("node-1", TIMING)
+    other.start(0.0)
+    other.plan(0.0, {IP: target()})
+    acted = other.membership(0.1, running=True, peers_heard=True, verified_peers=True, bad_mac=0)
+    assert of(acted, announcer.Probe)
+
+
 def test_carrier_back_holds_new_addresses_but_keeps_announced_ones() -> None:
     core = started(announcer.Timing(probe=0))
     core.plan(1.0, {IP: target()})
