@@ -244,7 +244,7 @@ LARGE_HOLD_TIME = 240.0
 """Hold time while waiting for the peer's OPEN (RFC 4271 §8.2.2 suggests 4 minutes)."""
 
 
-_IDLE_HOLD = backoff.Policy(initial=1.0, factor=2.0, cap=60.0)
+_IDLE_HOLD = backoff.BGP_IDLE_HOLD
 
 
 @dataclass(frozen=True, slots=True)

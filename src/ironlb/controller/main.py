@@ -47,7 +47,7 @@ async def ensure_membership_secret(client: k8s.Client, settings: settings_.Setti
         "type": "Opaque",
         "data": {"secretkey": base64.b64encode(secrets.token_hex(32).encode()).decode()},
     }
-    retry = backoff.Backoff(backoff.Policy(initial=0.5, cap=10.0))
+    retry = backoff.Backoff(backoff.RECONCILE)
     while True:
         try:
             await client.create(k8s.SECRETS, body, settings.namespace)
@@ -135,7 +135,7 @@ async def run(settings: settings_.Settings) -> int:
                 raise _Stop from None
 
         async def serve_webhook(certs: webhook.Certificates) -> None:
-            retry = backoff.Backoff(backoff.Policy(initial=0.5, cap=10.0))
+            retry = backoff.Backoff(backoff.RECONCILE)
             while True:
                 try:
                     await certs.ensure(may_rotate=False)

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import ipaddress
 import struct
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from ironlb.core import addresses, alloc, config, election, interfaces, model, selectors
@@ -195,26 +195,107 @@ def _candidates(wanted: _Wanted, view: View, local: frozenset[str] | None) -> se
     return out
 
 
+def _wanted_l2(
+    service: model.Service,
+    view: View,
+    index: addresses.RangeIndex[config.PoolName],
+    advertisements: list[config.L2Advertisement],
+) -> dict[addresses.IP, _Wanted]:
+    """The addresses `service` wants announced at layer 2, with what selects them."""
+    out: dict[addresses.IP, _Wanted] = {}
+    if not alloc.is_handled(service, view.lb_class):
+        return out
+    for ip in service.ingress_ips:
+        pool_name = index.find(addresses.family_of(ip), int(ip))
+        if pool_name is None:
+            continue
+        pool = view.config.pools[pool_name]
+        matching = tuple(a for a in advertisements if _selects(a, pool, service))
+        if matching:
+            out[ip] = _Wanted(service, pool, matching)
+    return out
+
+
+def _l2_advertisements(cfg: config.Config) -> list[config.L2Advertisement]:
+    return sorted(cfg.l2_advertisements.values(), key=lambda a: a.name)
+
+
 def layer2(view: View) -> dict[addresses.IP, Announcement]:
     """Every address some Service wants announced at layer 2, with its owner."""
     index = _pool_index(view.config)
     by_address: dict[addresses.IP, list[_Wanted]] = {}
-    advertisements = sorted(view.config.l2_advertisements.values(), key=lambda a: a.name)
+    advertisements = _l2_advertisements(view.config)
     for service in view.services.values():
-        if not alloc.is_handled(service, view.lb_class):
-            continue
-        for ip in service.ingress_ips:
-            pool_name = index.find(addresses.family_of(ip), int(ip))
-            if pool_name is None:
-                continue
-            pool = view.config.pools[pool_name]
-            matching = tuple(a for a in advertisements if _selects(a, pool, service))
-            if matching:
-                by_address.setdefault(ip, []).append(_Wanted(service, pool, matching))
+        for ip, one in _wanted_l2(service, view, index, advertisements).items():
+            by_address.setdefault(ip, []).append(one)
     out: dict[addresses.IP, Announcement] = {}
     for ip, wanted in sorted(by_address.items(), key=lambda kv: (kv[0].version, kv[0])):
         out[ip] = _decide(ip, wanted, view)
     return out
+
+
+class Layer2Planner:
+    """`layer2(view)`, kept up to date incrementally: after `full(view)`, `services(view, keys)`
+    re-decides only the addresses the changed Services (or their endpoints) had or have, and
+    gives the same plan as `layer2(view)` would. Anything else (configuration, Nodes, liveness,
+    health) changes every address's decision: call `full`."""
+
+    def __init__(self) -> None:
+        self.plan: dict[addresses.IP, Announcement] = {}
+        self._wanted: dict[model.ServiceKey, dict[addresses.IP, _Wanted]] = {}
+        self._by_address: dict[addresses.IP, dict[model.ServiceKey, _Wanted]] = {}
+        self._index: addresses.RangeIndex[config.PoolName] | None = None
+        self._advertisements: list[config.L2Advertisement] = []
+
+    def full(self, view: View) -> dict[addresses.IP, Announcement]:
+        self._index = _pool_index(view.config)
+        self._advertisements = _l2_advertisements(view.config)
+        self._wanted, self._by_address = {}, {}
+        for key, service in view.services.items():
+            self._add(model.ServiceKey(key), service, view)
+        self.plan = {
+            ip: _decide(ip, list(wanted.values()), view)
+            for ip, wanted in sorted(self._by_address.items(), key=lambda kv: _order(kv[0]))
+        }
+        return self.plan
+
+    def services(self, view: View, keys: Iterable[model.ServiceKey]) -> set[addresses.IP]:
+        """Re-plan after these Services (or their EndpointSlices) changed; returns the
+        addresses whose decision was made again."""
+        if self._index is None:
+            self.full(view)
+            return set(self.plan)
+        affected: set[addresses.IP] = set()
+        for key in set(keys):
+            for ip in self._wanted.pop(key, {}):
+                affected.add(ip)
+                sharing = self._by_address[ip]
+                del sharing[key]
+                if not sharing:
+                    del self._by_address[ip]
+            service = view.services.get(key)
+            if service is not None:
+                affected |= self._add(key, service, view)
+        for ip in affected:
+            wanted = self._by_address.get(ip)
+            if wanted:
+                self.plan[ip] = _decide(ip, list(wanted.values()), view)
+            else:
+                self.plan.pop(ip, None)
+        return affected
+
+    def _add(self, key: model.ServiceKey, service: model.Service, view: View) -> set[addresses.IP]:
+        assert self._index is not None
+        found = _wanted_l2(service, view, self._index, self._advertisements)
+        if found:
+            self._wanted[key] = found
+            for ip, wanted in found.items():
+                self._by_address.setdefault(ip, {})[key] = wanted
+        return set(found)
+
+
+def _order(ip: addresses.IP) -> tuple[int, int]:
+    return ip.version, int(ip)
 
 
 def _decide(ip: addresses.IP, wanted: list[_Wanted], view: View) -> Announcement:
@@ -355,58 +436,142 @@ def bgp(
 ) -> BgpPlan:
     """What this node advertises to which of its peers. `pod_cidrs`: also the node's PodCIDRs
     (True: to every peer, without communities)."""
-    node = view.nodes.get(node_name)
-    if node is None:
-        return BgpPlan({}, {})
-    cfg = view.config
-    peers = {
-        name: peer
-        for name, peer in sorted(cfg.peers.items())
-        if selectors.any_matches(peer.spec.node_selectors, node.metadata.labels)
-    }
-    routes: dict[str, dict[Prefix, Route]] = {name: {} for name in peers}
-    problems: list[str] = []
-    aliases = cfg.community_aliases()
-    if pod_cidrs is True:
-        pod_cidrs = PodCidrAdvertisement()
-    pod_routes = (
-        _pod_cidr_routes(node, pod_cidrs, cfg, peers, aliases, problems)
-        if isinstance(pod_cidrs, PodCidrAdvertisement)
-        else {}
+    return BgpPlanner(node_name, pod_cidrs=pod_cidrs).full(view)
+
+
+def _merge(have: Route | None, route: Route) -> Route:
+    """Two advertisements of one prefix to one peer: the best local preference, every
+    community, every Service."""
+    if have is None:
+        return route
+    prefs = [p for p in (have.local_pref, route.local_pref) if p is not None]
+    return Route(
+        route.prefix,
+        max(prefs) if prefs else None,
+        have.communities | route.communities,
+        tuple(sorted(set(have.services) | set(route.services))),
     )
-    if not _node_ok(node, view):
-        for peer, found in pod_routes.items():
-            routes[peer].update((r.prefix, r) for r in found)
-        return BgpPlan(peers, routes, tuple(dict.fromkeys(problems)))
-    index = _pool_index(cfg)
-    advertisements = sorted(cfg.bgp_advertisements.values(), key=lambda a: a.name)
 
-    def add(peer: str, route: Route) -> None:
-        have = routes[peer].get(route.prefix)
-        if have is not None:
-            prefs = [p for p in (have.local_pref, route.local_pref) if p is not None]
-            route = Route(
-                route.prefix,
-                max(prefs) if prefs else None,
-                have.communities | route.communities,
-                tuple(sorted(set(have.services) | set(route.services))),
+
+_RouteKey = tuple[str, Prefix]
+
+
+class BgpPlanner:
+    """`bgp(view, node)`, kept up to date incrementally like `Layer2Planner`: after `full`,
+    `services(view, keys)` recomputes only the routes of the changed Services."""
+
+    def __init__(
+        self, node_name: str, *, pod_cidrs: PodCidrAdvertisement | bool | None = None
+    ) -> None:
+        self.node_name = node_name
+        self.pod_cidrs: PodCidrAdvertisement | None = (
+            PodCidrAdvertisement() if pod_cidrs is True else pod_cidrs or None
+        )
+        self._fixed_problems: list[str] = []
+        """Problems of no Service (PodCIDRs)."""
+        self.plan = BgpPlan({}, {})
+        self._node: model.Node | None = None
+        self._contributions: dict[model.ServiceKey, dict[_RouteKey, Route]] = {}
+        self._problems: dict[model.ServiceKey, list[str]] = {}
+        self._by_route: dict[_RouteKey, dict[model.ServiceKey, Route]] = {}
+        self._fixed: dict[_RouteKey, Route] = {}
+        """Routes of no Service (PodCIDRs)."""
+        self._index: addresses.RangeIndex[config.PoolName] | None = None
+        self._advertisements: list[config.BGPAdvertisement] = []
+        self._aliases: Mapping[str, config.CommunityValue] = {}
+
+    def full(self, view: View) -> BgpPlan:
+        self._contributions, self._problems, self._by_route, self._fixed = {}, {}, {}, {}
+        self._index = None
+        node = self._node = view.nodes.get(self.node_name)
+        if node is None:
+            self.plan = BgpPlan({}, {})
+            return self.plan
+        cfg = view.config
+        peers = {
+            name: peer
+            for name, peer in sorted(cfg.peers.items())
+            if selectors.any_matches(peer.spec.node_selectors, node.metadata.labels)
+        }
+        routes: dict[str, dict[Prefix, Route]] = {name: {} for name in peers}
+        self.plan = BgpPlan(peers, routes)
+        self._aliases = cfg.community_aliases()
+        self._fixed_problems = []
+        if self.pod_cidrs is not None:
+            # PodCIDRs go out even from a node excluded from load balancing: its pods must
+            # stay reachable.
+            pod_routes = _pod_cidr_routes(
+                node, self.pod_cidrs, cfg, peers, self._aliases, self._fixed_problems
             )
-        routes[peer][route.prefix] = route
+            for peer, found in pod_routes.items():
+                for route in found:
+                    fixed = (peer, route.prefix)
+                    self._fixed[fixed] = _merge(self._fixed.get(fixed), route)
+        if _node_ok(node, view):
+            self._index = _pool_index(cfg)
+            self._advertisements = sorted(cfg.bgp_advertisements.values(), key=lambda a: a.name)
+            if peers:
+                for key in view.services:
+                    self._add(model.ServiceKey(key), view)
+        for route_key in set(self._by_route) | set(self._fixed):
+            self._settle(route_key)
+        self._publish_problems()
+        return self.plan
 
-    for service in sorted(view.services.values(), key=lambda s: s.key):
+    def services(self, view: View, keys: Iterable[model.ServiceKey]) -> BgpPlan:
+        if self._index is None or not self.plan.peers:
+            return self.plan  # nothing is advertised, whatever the Services
+        affected: set[_RouteKey] = set()
+        for key in set(keys):
+            for route_key in self._contributions.pop(key, {}):
+                affected.add(route_key)
+                sharing = self._by_route[route_key]
+                del sharing[key]
+                if not sharing:
+                    del self._by_route[route_key]
+            self._problems.pop(key, None)
+            affected |= self._add(key, view)
+        for route_key in affected:
+            self._settle(route_key)
+        self._publish_problems()
+        return self.plan
+
+    def _settle(self, route_key: _RouteKey) -> None:
+        peer, prefix = route_key
+        merged = self._fixed.get(route_key)
+        for route in self._by_route.get(route_key, {}).values():
+            merged = _merge(merged, route)
+        routes = self.plan.routes[peer]
+        assert isinstance(routes, dict)
+        if merged is None:
+            routes.pop(prefix, None)
+        else:
+            routes[prefix] = merged
+
+    def _publish_problems(self) -> None:
+        found = [*self._fixed_problems, *(p for ps in self._problems.values() for p in ps)]
+        self.plan = BgpPlan(self.plan.peers, self.plan.routes, tuple(dict.fromkeys(found)))
+
+    def _add(self, key: model.ServiceKey, view: View) -> set[_RouteKey]:
+        service, node, index = view.services.get(key), self._node, self._index
+        if service is None or node is None or index is None:
+            return set()
         if not alloc.is_handled(service, view.lb_class) or not service.ingress_ips:
-            continue
+            return set()
         any_serving, local = serving_nodes(view.endpoints.get(service.key, ()))
         if not any_serving:
-            continue
-        if service.spec.external_traffic_policy == "Local" and node_name not in local:
-            continue
+            return set()
+        if service.spec.external_traffic_policy == "Local" and self.node_name not in local:
+            return set()
+        peers = self.plan.peers
+        mine: dict[_RouteKey, Route] = {}
+        problems: list[str] = []
         for ip in service.ingress_ips:
             pool_name = index.find(addresses.family_of(ip), int(ip))
             if pool_name is None:
                 continue
-            pool = cfg.pools[pool_name]
-            for adv in advertisements:
+            pool = view.config.pools[pool_name]
+            for adv in self._advertisements:
                 if not (
                     _selects(adv, pool, service)
                     and selectors.any_matches(adv.spec.node_selectors, node.metadata.labels)
@@ -421,25 +586,21 @@ def bgp(
                 route = Route(
                     prefix,
                     adv.spec.local_pref or None,
-                    _communities(adv.spec.communities, aliases, problems),
+                    _communities(adv.spec.communities, self._aliases, problems),
                     (service.key,),
                 )
                 for peer in adv.spec.peers or tuple(peers):
                     if peer in peers:
-                        add(peer, route)
-    for peer, found in pod_routes.items():
-        for route in found:
-            add(peer, route)
-    return BgpPlan(peers, routes, tuple(dict.fromkeys(problems)))
+                        mine[(peer, prefix)] = _merge(mine.get((peer, prefix)), route)
+        if problems:
+            self._problems[key] = problems
+        if mine:
+            self._contributions[key] = mine
+            for route_key, route in mine.items():
+                self._by_route.setdefault(route_key, {})[key] = route
+        return set(mine)
 
 
 def mine(plan: Mapping[addresses.IP, Announcement], node: str) -> dict[addresses.IP, Announcement]:
     """The part of the plan this node announces."""
     return {ip: a for ip, a in plan.items() if a.owner == node}
-
-
-def health_of(
-    members: Mapping[election.NodeName, bytes], alive: Collection[election.NodeName]
-) -> dict[election.NodeName, Health]:
-    """Decode the meta of the live members."""
-    return {name: Health.decode(members.get(name, b"")) for name in alive}

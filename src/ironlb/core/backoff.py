@@ -65,5 +65,20 @@ class Backoff:
         self.attempts = 0
 
 
+# The named policies. Who retries is part of each: a single API request is retried by the
+# client (`API_CALL`), so its callers never loop around it; a caller that retries a whole pass
+# (a status writer, a controller's start-up step) uses `RECONCILE` with calls of its own that
+# fail fast, never a fixed sleep.
+
+API_CALL = Policy(initial=0.1, cap=5.0, max_attempts=6)
+"""One API request (the client's own retries): a few, then the error goes to the caller."""
+WATCH = Policy(initial=0.2, cap=10.0)
+"""A list+watch reconnecting, for ever."""
+RECONCILE = Policy(initial=0.5, cap=10.0)
+"""A whole pass (status writers, start-up steps) tried again, for ever."""
+BGP_IDLE_HOLD = Policy(initial=1.0, factor=2.0, cap=60.0)
+"""A BGP session's automatic restarts (RFC 4271 IdleHoldTimer)."""
+
+
 def is_retriable_status(status: int) -> bool:
     return status in RETRIABLE_STATUSES

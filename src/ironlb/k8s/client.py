@@ -111,7 +111,9 @@ CONFIGURATION_STATES = Resource(
 
 
 class ApiError(Exception):
-    """The API server answered with an error status."""
+    """The API server answered with an error status. Build with `ApiError.of`, which gives the
+    subclass of the statuses callers handle (`NotFound`, `Conflict`, `Gone`, `Forbidden`), so
+    that they write `except k8s.NotFound` or `contextlib.suppress(k8s.NotFound)`."""
 
     def __init__(self, status: int, reason: str, message: str, retry_after: float | None = None):
         super().__init__(f"{status} {reason}: {message}")
@@ -119,6 +121,13 @@ class ApiError(Exception):
         self.reason = reason
         self.message = message
         self.retry_after = retry_after
+
+    @classmethod
+    def of(
+        cls, status: int, reason: str, message: str, retry_after: float | None = None
+    ) -> ApiError:
+        kind = _BY_STATUS.get(status, ApiError)
+        return kind(status, reason, message, retry_after)
 
     @property
     def not_found(self) -> bool:
@@ -135,6 +144,25 @@ class ApiError(Exception):
     @property
     def forbidden(self) -> bool:
         return self.status == 403
+
+
+class NotFound(ApiError):
+    """404: the object (or its namespace, or its kind) does not exist."""
+
+
+class Conflict(ApiError):
+    """409: a stale resourceVersion, or the object already exists."""
+
+
+class Gone(ApiError):
+    """410: the resourceVersion a watch or list asked for is too old: list again."""
+
+
+class Forbidden(ApiError):
+    """403: RBAC does not allow it."""
+
+
+_BY_STATUS: dict[int, type[ApiError]] = {404: NotFound, 409: Conflict, 410: Gone, 403: Forbidden}
 
 
 class Unreachable(Exception):
@@ -167,7 +195,7 @@ def _error_from(resp: httpx2.Response, body: bytes) -> ApiError:
         message = str(status.get("message", message))
     except (ValueError, AttributeError):
         pass
-    return ApiError(resp.status_code, reason, message, _retry_after(resp))
+    return ApiError.of(resp.status_code, reason, message, _retry_after(resp))
 
 
 class Client:
@@ -182,7 +210,7 @@ class Client:
     ) -> None:
         self._http = http
         self.namespace = namespace
-        self._retry = retry or backoff.Policy(initial=0.1, cap=5.0, max_attempts=6)
+        self._retry = retry or backoff.API_CALL
 
     @classmethod
     def from_config(
@@ -358,7 +386,7 @@ class Client:
                     event = _json_decoder.decode(line)
                     kind, obj = event.get("type"), event.get("object") or {}
                     if kind == "ERROR":
-                        raise ApiError(
+                        raise ApiError.of(
                             int(obj.get("code", 500)),
                             str(obj.get("reason", "")),
                             str(obj.get("message", "")),

@@ -134,9 +134,8 @@ class Recorder:
                     ns,
                 )
                 return
-            except k8s.ApiError as e:
-                if not e.not_found:
-                    raise
+            except k8s.NotFound:
+                pass  # the Event expired meanwhile: a new one
         name = f"{reg.name}.{secrets.token_hex(8)}"
         body: k8s.Obj = {
             "metadata": {"name": name, "namespace": namespace},

@@ -78,9 +78,7 @@ class LeaderElection:
         try:
             self._obj = await self._client.get(k8s.LEASES, self._name, self._namespace)
             record: lease.Record | None = parse_record(self._obj)
-        except k8s.ApiError as e:
-            if not e.not_found:
-                raise
+        except k8s.NotFound:
             self._obj, record = None, None
         self._seen = lease.observe(self._seen, record, self._clock())
         return self._seen
@@ -118,10 +116,8 @@ class LeaderElection:
             await self._write(
                 lease.next_record(self.identity, seen.record, self._duration, stamp=_microtime())
             )
-        except k8s.ApiError as e:
-            if e.conflict:
-                return None
-            raise
+        except k8s.Conflict:
+            return None
         if action is lease.Action.ACQUIRE:
             log.info("acquired lease %s/%s as %s", self._namespace, self._name, self.identity)
         return True

@@ -74,7 +74,7 @@ class Reflector(Generic[T]):
         self._field_selector = field_selector
         self._on_change = on_change or (lambda _key: None)
         self._watch_timeout = watch_timeout
-        self._retry = retry or backoff.Policy(initial=0.2, cap=10.0)
+        self._retry = retry or backoff.WATCH
         self.items: dict[str, T] = {}
         self.invalid: dict[str, str] = {}
         self._versions: dict[str, str] = {}
@@ -166,12 +166,12 @@ class Reflector(Generic[T]):
                     attempt.reset()
                 WATCH_RESTARTS.labels(self.name, "ended").inc()
                 continue
+            except k8s.Gone:
+                log.info("%s: resourceVersion %s is gone, listing again", self.name, self._rv)
+                WATCH_RESTARTS.labels(self.name, "gone").inc()
+                need_list = True
+                continue
             except k8s.ApiError as e:
-                if e.gone:
-                    log.info("%s: resourceVersion %s is gone, listing again", self.name, self._rv)
-                    WATCH_RESTARTS.labels(self.name, "gone").inc()
-                    need_list = True
-                    continue
                 reason = f"http {e.status}"
                 log.warning("%s: watch failed: %s", self.name, e)
             except k8s.Unreachable as e:

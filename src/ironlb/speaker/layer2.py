@@ -1,20 +1,17 @@
-"""Layer-2 announcing on this node: the I/O around `core.announce`'s decision.
+"""Layer-2 announcing on this node: the I/O around the announcer core (`ironlb.l2.announcer`).
 
-`apply(mine, links)` makes the responders answer for exactly the addresses this node owns, on
-the interfaces `core.interfaces.choose` picks: losses take effect at once; gains are announced
-with gratuitous ARP / unsolicited NA at once, then every `gratuitous_interval` for
-`gratuitous_duration` (and every `refresh` seconds after that if the advertisement asks).
+Every decision (settling, isolation, probing, refusals, conflicts, handover, gratuitous
+schedule) is the core's. This shell only turns inputs into core calls and carries out the
+actions the core returns, in order, in its own task (`run`): responders are opened, told what
+to answer, asked to probe and to send gratuitous ARP/NA; Events and log lines are written;
+probe results and conflicts go straight back to the core, never through a re-plan.
 
-An address never announced by any node before (no ServiceL2Status for its Services) is first
-probed (RFC 5227 ARP probe / RFC 4862 DAD): if another host answers for it, ironlb refuses to
-announce it, with a Warning Event on its Services naming the other MAC, and probes again
-later. While announcing, another MAC claiming an owned address is reported the same way;
-every claim is counted, but Events (and warnings in the log) are limited per address
-(`CONFLICT_EVENTS`), so a hostile host flooding forged claims cannot make the speakers write to
-the API server without bound; `ironlb_layer2_conflict_events_suppressed_total` counts the rest.
+`apply(mine, others, links)` never awaits: it chooses each owned address's interfaces once
+(`core.interfaces.choose`) and hands the targets to the core.
 
-`hand_over()` (graceful shutdown): keep answering until every owned address has been claimed
-by another MAC (the new owners' gratuitous announcements) or the timeout passes, then stop.
+Conflict warnings are limited per address by the core, so a hostile host flooding forged claims
+cannot make the speakers write to the API server without bound;
+`ironlb_layer2_conflict_events_suppressed_total` counts the rest.
 """
 
 from __future__ import annotations
@@ -24,13 +21,12 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 
 from prometheus_client import Counter, Gauge
 
-from ironlb.core import addresses, announce, interfaces, model, ratelimit
+from ironlb.core import addresses, announce, interfaces, model
 from ironlb.k8s import events
-from ironlb.l2 import ethernet, responder
+from ironlb.l2 import announcer, ethernet, responder
 from ironlb.net import links as net_links
 from ironlb.speaker import settings as settings_
 
@@ -46,22 +42,28 @@ REFUSED = Counter(
     "ironlb_layer2_refused_addresses",
     "Addresses not announced because another host already uses them",
 )
-RETRY_IN_USE = 30.0
-"""Seconds before an address found in use by another host is probed again."""
-CONFLICT_EVENTS = ratelimit.Limit(burst=3, rate=1 / 60)
-"""Conflict Events per address: a few at once, then one a minute."""
 SUPPRESSED = Counter(
     "ironlb_layer2_conflict_events_suppressed",
     "Conflicts (another MAC claiming an address this node announces) not reported by an"
     " Event because that address's Event rate limit was reached",
 )
+ISOLATED = Gauge(
+    "ironlb_membership_isolated_bool",
+    "1 while peers' packets fail authentication and none is verified: this speaker"
+    " has the wrong key and announces nothing",
+)
+SETTLE = 1.0
+"""Seconds to wait for peers to answer before announcing after start or carrier return."""
 
 
-@dataclass
-class _Schedule:
-    due: float
-    until: float
-    refresh: float | None
+def timing(settings: settings_.Settings) -> announcer.Timing:
+    return announcer.Timing(
+        probe=settings.probe_before_announce,
+        gratuitous_interval=settings.gratuitous_interval,
+        gratuitous_duration=settings.gratuitous_duration,
+        handover_timeout=settings.handover_timeout,
+        settle=SETTLE,
+    )
 
 
 class Layer2:
@@ -73,38 +75,40 @@ class Layer2:
         *,
         service: Callable[[model.ServiceKey], model.Service | None],
         announced_by: Callable[[Iterable[model.ServiceKey]], set[str]],
-        changed: Callable[[], None],
+        answering_changed: Callable[[], None] = lambda: None,
     ) -> None:
         self._node = node
-        self._settings = settings
         self._events = recorder
         self._service = service
         self._announced_by = announced_by
-        self._changed = changed
+        self._answering_changed = answering_changed
         self._excluded = settings.excluded_interfaces
+        self.core = announcer.Announcer(node, timing(settings))
         self._responders: dict[str, responder.Responder] = {}
-        self._current: dict[addresses.IP, tuple[str, ...]] = {}
-        self._wanted: dict[addresses.IP, announce.Announcement] = {}
         self._links: Mapping[int, net_links.Link] = {}
-        self._cleared: set[addresses.IP] = set()
-        self._probing: set[addresses.IP] = set()
-        self._in_use: dict[addresses.IP, float] = {}
-        self._in_use_by: dict[addresses.IP, ethernet.MacAddress] = {}  # for ironlb doctor
-        self._schedule: dict[addresses.IP, _Schedule] = {}
+        self._links_seen: tuple[tuple[int, net_links.Link], ...] = ()
+        self._choices: dict[
+            tuple[addresses.IP, frozenset[str]], interfaces.Choice[net_links.Link]
+        ] = {}
+        self._on: dict[addresses.IP, tuple[str, ...]] = {}
+        """Address -> interfaces whose responder answers for it."""
+        self._probing: dict[addresses.IP, str] = {}
+        self._pending: list[announcer.Action] = []
         self._wake = asyncio.Event()
-        self._claimed: dict[addresses.IP, ethernet.MacAddress] = {}
-        self._conflict_events: ratelimit.PerKey[addresses.IP] = ratelimit.PerKey(CONFLICT_EVENTS)
-        self._suppressed: dict[addresses.IP, int] = {}
-        self._handing_over = False
+        self._quiet = asyncio.Event()
+        """Set by `run` whenever nothing is being handed over."""
         self._metric_labels: dict[addresses.IP, list[tuple[str, str, str, str]]] = {}
         self._tasks: asyncio.TaskGroup | None = None
+        # Read by `speaker.report` (ironlb status / doctor); nothing here decides from them.
+        self._wanted: dict[addresses.IP, announce.Announcement] = {}
+        self._claimed: dict[addresses.IP, ethernet.MacAddress] = {}
+        self._in_use_by: dict[addresses.IP, ethernet.MacAddress] = {}
 
     @property
     def announced(self) -> Mapping[addresses.IP, tuple[str, ...]]:
         """Address -> interfaces answering for it now."""
-        return self._current
+        return self._on
 
-    # --- read by `speaker.report` (ironlb doctor) ---------------------------------------------
     @property
     def wanted(self) -> Mapping[addresses.IP, announce.Announcement]:
         """What the last plan asked this node to announce."""
@@ -112,7 +116,7 @@ class Layer2:
 
     @property
     def claimed(self) -> Mapping[addresses.IP, ethernet.MacAddress]:
-        """The last other MAC seen claiming each address this node announced."""
+        """The last other MAC seen claiming each address this node answers for."""
         return self._claimed
 
     @property
@@ -120,149 +124,215 @@ class Layer2:
         """Addresses not announced because the probe found another host answering (its MAC)."""
         return self._in_use_by
 
+    # --- inputs: each goes to the core, its actions to the queue --------------------------------
+
+    def _feed(self, actions: list[announcer.Action]) -> None:
+        if actions:
+            self._pending.extend(actions)
+            self._wake.set()
+
+    def settle(self) -> None:
+        """Start (or start again) meeting the peers before taking anything new."""
+        self._feed(self.core.start(time.monotonic()))
+
+    def carrier_up(self) -> None:
+        self._feed(self.core.carrier(time.monotonic(), up=True))
+
+    def membership(
+        self, *, running: bool, peers_heard: bool, verified_peers: bool, bad_mac: int
+    ) -> None:
+        """Membership facts for the next `apply()`, which the speaker makes from the same view
+        (the core acts on both together, never on new facts with an old plan)."""
+        self.core.record_membership(
+            time.monotonic(),
+            running=running,
+            peers_heard=peers_heard,
+            verified_peers=verified_peers,
+            bad_mac=bad_mac,
+        )
+
+    def apply(
+        self,
+        mine: Mapping[addresses.IP, announce.Announcement],
+        others: Mapping[addresses.IP, str | None],
+        links: Mapping[int, net_links.Link],
+    ) -> dict[addresses.IP, interfaces.Choice[net_links.Link]]:
+        """Make the core announce exactly `mine`; returns each address's interface choice."""
+        self._wanted = dict(mine)
+        seen = tuple(links.items())  # the monitor updates its table in place
+        if seen != self._links_seen:
+            self._choices.clear()  # choices hold while the links do
+            self._links_seen = seen
+        self._links = links
+        choices = {}
+        for ip, a in mine.items():
+            choice = self._choices.get((ip, a.interfaces))
+            if choice is None:
+                choice = interfaces.choose(ip, links.values(), a.interfaces, self._excluded)
+                self._choices[(ip, a.interfaces)] = choice
+            choices[ip] = choice
+        for stale in [k for k in self._choices if k[0] not in mine]:
+            del self._choices[stale]
+        answering = self.core.answering()
+        targets = {}
+        for ip, a in mine.items():
+            choice = choices[ip]
+            targets[ip] = announcer.Target(
+                tuple(sorted(link.name for link in choice.chosen)),
+                a.services,
+                refresh=a.refresh,
+                # Announced by some node before (restarts included): a failover, no probe.
+                known=ip in answering or bool(self._announced_by(a.services)),
+                why_none="; ".join(f"{k}: {v}" for k, v in choice.rejected.items()),
+            )
+        self._feed(self.core.plan(time.monotonic(), targets, others))
+        return choices
+
+    def _conflict(self, ip: responder.Address, mac: ethernet.MacAddress) -> None:
+        self._claimed[ip] = mac
+        self._feed(self.core.claimed(time.monotonic(), ip, str(mac)))
+
+    # --- carrying out ---------------------------------------------------------------------------
+
     async def run(self) -> None:
-        """Own the responders and the gratuitous schedule until cancelled."""
+        """Carry out the core's actions and its timers until cancelled."""
         try:
             async with asyncio.TaskGroup() as tg:
                 self._tasks = tg
-                tg.create_task(self._gratuitous())
+                while True:
+                    actions, self._pending = self._pending, []
+                    actions += self.core.tick(time.monotonic())
+                    await self._carry_out(actions)
+                    if self._pending:
+                        continue
+                    if not self.core.handing_over():
+                        self._quiet.set()
+                    self._wake.clear()
+                    deadline = self.core.next_deadline()
+                    delay = None if deadline is None else max(0.0, deadline - time.monotonic())
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(delay):
+                            await self._wake.wait()
         finally:
             self._tasks = None
             for r in self._responders.values():
                 await r.__aexit__(None, None, None)
             self._responders.clear()
-            for ip in list(self._current):
+            for ip in list(self._on):
                 self._forget(ip)
 
-    # --- applying the plan ----------------------------------------------------------------------
-
-    async def apply(
-        self,
-        mine: Mapping[addresses.IP, announce.Announcement],
-        links: Mapping[int, net_links.Link],
-    ) -> dict[addresses.IP, interfaces.Choice[net_links.Link]]:
-        """Announce exactly `mine`; returns each address's interface choice (for status)."""
-        self._wanted, self._links = dict(mine), links
-        choices = {
-            ip: interfaces.choose(ip, links.values(), a.interfaces, self._excluded)
-            for ip, a in mine.items()
-        }
-        for ip in [ip for ip in self._current if ip not in mine]:
-            self._withdraw(ip)
-        for ip, announcement in mine.items():
-            names = tuple(sorted(link.name for link in choices[ip].chosen))
-            if not names:
-                if ip in self._current:
-                    log.warning(
-                        "%s: no usable interface left: %s",
-                        ip,
-                        "; ".join(f"{k}: {v}" for k, v in choices[ip].rejected.items()),
+    async def _carry_out(self, actions: list[announcer.Action]) -> None:
+        before = dict(self._on)
+        for action in actions:
+            if isinstance(action, announcer.Probe):
+                if self._tasks is not None and action.address not in self._probing:
+                    self._probing[action.address] = action.interface
+                    self._tasks.create_task(self._probe(action))
+            elif isinstance(action, announcer.Answer):
+                await self._answer(action)
+            elif isinstance(action, announcer.Stop):
+                self._stop(action)
+            elif isinstance(action, announcer.Gratuitous):
+                for name in action.interfaces:
+                    if name in self._responders:
+                        with contextlib.suppress(ValueError, OSError):
+                            self._responders[name].send_gratuitous(action.address)
+            elif isinstance(action, announcer.Warn):
+                log.warning("%s", action.note)
+                if action.reason == "AddressInUse":
+                    REFUSED.inc()
+                if action.reason:
+                    self._warn(action.services, action.reason, action.note)
+            elif isinstance(action, announcer.Suppressed):
+                SUPPRESSED.inc()
+            else:
+                ISOLATED.set(int(action.isolated))
+                if action.isolated:
+                    log.error(
+                        "membership packets from peers fail authentication and no peer is "
+                        "verified: this node's key differs from the others'; announcing nothing"
                     )
-                    self._withdraw(ip)
-                continue
-            if ip not in self._current and not await self._may_announce(ip, announcement):
-                continue
-            await self._announce(ip, announcement, names)
+                else:
+                    log.info("membership verified again")
         await self._close_unused_responders()
-        return choices
+        if self._on != before:
+            self._answering_changed()
 
-    async def _may_announce(self, ip: addresses.IP, a: announce.Announcement) -> bool:
-        if ip in self._cleared or self._settings.probe_before_announce <= 0:
-            return True
-        if self._announced_by(a.services):
-            self._cleared.add(ip)  # announced before: a failover, not a new address
-            return True
-        if ip in self._probing:
-            return False
-        if time.monotonic() < self._in_use.get(ip, 0.0):
-            return False
-        if self._tasks is not None:
-            self._probing.add(ip)
-            self._tasks.create_task(self._probe(ip, a))
-        return False
-
-    async def _probe(self, ip: addresses.IP, a: announce.Announcement) -> None:
-        """First-time check that no other host answers for `ip`; then re-plan."""
+    async def _probe(self, action: announcer.Probe) -> None:
+        """RFC 5227 probe / DAD; the result goes straight back to the core."""
+        ip = action.address
+        foreign: ethernet.MacAddress | None = None
+        failed = ""
         try:
-            link = next(
-                iter(
-                    interfaces.choose(ip, self._links.values(), a.interfaces, self._excluded).chosen
-                ),
-                None,
-            )
+            link = self._link(action.interface)
             if link is None:
-                return
-            r = await self._responder(link)
-            foreign = await r.probe(ip, duration=self._settings.probe_before_announce)
-            if foreign is None:
-                self._cleared.add(ip)
-                self._in_use_by.pop(ip, None)
-                return
-            self._in_use[ip] = time.monotonic() + RETRY_IN_USE
-            self._in_use_by[ip] = foreign
-            REFUSED.inc()
-            note = (
-                f"not announcing {ip}: another host ({foreign}) already answers for it on "
-                f"{link.name}; is this pool shared with another cluster or a static host? "
-                f"ironlb checks again in {RETRY_IN_USE:.0f} s"
-            )
-            log.warning("%s", note)
-            self._warn(a.services, "AddressInUse", note)
+                failed = f"interface {action.interface} is gone"
+            else:
+                r = await self._responder(link)
+                foreign = await r.probe(ip, duration=action.duration)
         except OSError as e:
-            log.warning("probe of %s failed: %s", ip, e)
+            failed = f"probe failed: {e}"
         finally:
-            self._probing.discard(ip)
-            self._changed()
+            self._probing.pop(ip, None)
+        if foreign is None:
+            self._in_use_by.pop(ip, None)
+        else:
+            self._in_use_by[ip] = foreign
+        now = time.monotonic()
+        self._feed(self.core.probed(now, ip, str(foreign) if foreign else None, failed=failed))
 
-    async def _announce(
-        self, ip: addresses.IP, a: announce.Announcement, names: tuple[str, ...]
-    ) -> None:
-        before = self._current.get(ip, ())
-        by_name = {link.name: link for link in self._links.values()}
-        for name in names:
-            r = await self._responder(by_name[name])
-            r.announce(ip)
-        for name in set(before) - set(names):
+    async def _answer(self, action: announcer.Answer) -> None:
+        ip = action.address
+        before = self._on.get(ip, ())
+        try:
+            for name in action.interfaces:
+                link = self._link(name)
+                if link is None:
+                    raise OSError(f"interface {name} is gone")
+                (await self._responder(link)).announce(ip)
+        except OSError as e:
+            self._on[ip] = tuple(n for n in action.interfaces if n in self._responders)
+            self._feed(self.core.failed(time.monotonic(), ip, f"cannot answer for {ip}: {e}"))
+            return
+        for name in set(before) - set(action.interfaces):
             if name in self._responders:
                 self._responders[name].withdraw(ip)
-        self._current[ip] = names
-        gained = set(names) - set(before)
-        if not before:
-            self._claimed.pop(ip, None)  # ironlb doctor: a claim from an earlier tenure is old news
-            others = self._announced_by(a.services) - {self._node}
-            if others:
-                TAKEOVERS.inc()
-            log.info(
-                "announcing %s on %s (%s)%s",
-                ip,
-                ", ".join(names),
-                ", ".join(a.services),
-                f", taking over from {', '.join(sorted(others))}" if others else "",
-            )
-            labels = [(str(ip), self._node, "layer2", str(key)) for key in a.services]
-            for label in labels:
-                ANNOUNCED.labels(*label).set(1)
-            self._metric_labels[ip] = labels
-        if gained:
-            now = time.monotonic()
-            self._schedule[ip] = _Schedule(now, now + self._settings.gratuitous_duration, a.refresh)
-            self._wake.set()
-        elif ip in self._schedule:
-            self._schedule[ip].refresh = a.refresh
+        self._on[ip] = action.interfaces
+        if not action.first:
+            return
+        self._claimed.pop(ip, None)  # a claim from an earlier tenure is old news
+        self._in_use_by.pop(ip, None)
+        if action.taking_over_from:
+            TAKEOVERS.inc()
+        log.info(
+            "announcing %s on %s (%s)%s",
+            ip,
+            ", ".join(action.interfaces),
+            ", ".join(action.services),
+            f", taking over from {action.taking_over_from}" if action.taking_over_from else "",
+        )
+        labels = [(str(ip), self._node, "layer2", str(key)) for key in action.services]
+        for label in labels:
+            ANNOUNCED.labels(*label).set(1)
+        self._metric_labels[ip] = labels
 
-    def _withdraw(self, ip: addresses.IP) -> None:
-        for name in self._current.get(ip, ()):
+    def _stop(self, action: announcer.Stop) -> None:
+        ip = action.address
+        for name in self._on.get(ip, ()):
             if name in self._responders:
                 self._responders[name].withdraw(ip)
-        log.info("stopped announcing %s", ip)
+        level = logging.WARNING if action.warning else logging.INFO
+        log.log(level, "stopped announcing %s: %s", ip, action.reason)
         self._forget(ip)
 
     def _forget(self, ip: addresses.IP) -> None:
-        self._current.pop(ip, None)
-        self._schedule.pop(ip, None)
+        self._on.pop(ip, None)
         for labels in self._metric_labels.pop(ip, ()):
             with contextlib.suppress(KeyError):
                 ANNOUNCED.remove(*labels)
+
+    def _link(self, name: str) -> net_links.Link | None:
+        return next((link for link in self._links.values() if link.name == name), None)
 
     async def _responder(self, link: net_links.Link) -> responder.Responder:
         r = self._responders.get(link.name)
@@ -275,62 +345,17 @@ class Layer2:
             link.name, link.index, ethernet.MacAddress.parse(link.mac), on_conflict=self._conflict
         )
         await r.__aenter__()
-        for ip, names in self._current.items():
+        for ip, names in self._on.items():
             if link.name in names:
                 r.announce(ip)
         self._responders[link.name] = r
         return r
 
     async def _close_unused_responders(self) -> None:
-        used = {name for names in self._current.values() for name in names}
-        for name in [n for n in self._responders if n not in used and not self._probing]:
+        used = {name for names in self._on.values() for name in names}
+        used |= set(self._probing.values())
+        for name in [n for n in self._responders if n not in used]:
             await self._responders.pop(name).__aexit__(None, None, None)
-
-    # --- gratuitous announcements ---------------------------------------------------------------
-
-    async def _gratuitous(self) -> None:
-        while True:
-            now = time.monotonic()
-            for ip, sched in list(self._schedule.items()):
-                if sched.due > now:
-                    continue
-                for name in self._current.get(ip, ()):
-                    if name in self._responders:
-                        with contextlib.suppress(ValueError, OSError):
-                            self._responders[name].send_gratuitous(ip)
-                nxt = sched.due + self._settings.gratuitous_interval
-                if nxt <= sched.until:
-                    sched.due = nxt
-                elif sched.refresh is not None:
-                    sched.due, sched.until = now + sched.refresh, float("inf")
-                else:
-                    del self._schedule[ip]
-            self._wake.clear()
-            delay = min((s.due for s in self._schedule.values()), default=now + 3600) - now
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(max(0.0, delay)):
-                    await self._wake.wait()
-
-    # --- conflicts and handover -----------------------------------------------------------------
-
-    def _conflict(self, ip: responder.Address, mac: ethernet.MacAddress) -> None:
-        self._claimed[ip] = mac
-        if self._handing_over:
-            return  # the new owner announcing: what hand_over waits for
-        if not self._conflict_events.allow(ip, time.monotonic()):
-            SUPPRESSED.inc()
-            self._suppressed[ip] = self._suppressed.get(ip, 0) + 1
-            return
-        a = self._wanted.get(ip)
-        note = (
-            f"another host ({mac}) claims {ip}, which node {self._node} announces: two "
-            "hosts answer for it; check for an overlapping pool or a static address"
-        )
-        suppressed = self._suppressed.pop(ip, 0)
-        if suppressed:
-            note += f" ({suppressed} more claims since the last report)"
-        log.warning("%s", note)
-        self._warn(a.services if a else (), "AddressConflict", note)
 
     def _warn(self, keys: Iterable[model.ServiceKey], reason: str, note: str) -> None:
         for key in keys:
@@ -343,29 +368,18 @@ class Layer2:
                     note,
                 )
 
-    async def hand_over(self, within: float) -> None:
-        """Wait (at most `within` seconds) until another MAC has claimed every address announced
-        here, then stop answering."""
-        self._handing_over = True
-        # Keep answering, but stop announcing: a repeat scheduled by an earlier takeover would
-        # pull clients back from the new owner.
-        self._schedule.clear()
-        pending = set(self._current)
+    # --- handover -------------------------------------------------------------------------------
+
+    async def hand_over(self) -> None:
+        """Graceful shutdown: keep answering until another MAC has claimed every address
+        announced here (each stops as its claim comes) or the core's handover timeout passed."""
         start = time.monotonic()
-        self._claimed.clear()
-        while pending and time.monotonic() - start < within:
-            pending -= set(self._claimed)
-            await asyncio.sleep(0.01)
-        if pending:
-            log.warning(
-                "handover: no new owner announced %s within %.1f s",
-                ", ".join(map(str, sorted(pending, key=str))),
-                within,
-            )
-        else:
-            log.info(
-                "handover: every address announced by its new owner after %.2f s",
-                time.monotonic() - start,
-            )
-        for ip in list(self._current):
-            self._withdraw(ip)
+        self._quiet.clear()
+        self._feed(self.core.drain(start))
+        self._wake.set()
+        # The core's own timeout ends the handover; this bound only guards against `run` having
+        # stopped (shutdown must never hang on it).
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.core.timing.handover_timeout + 1.0):
+                await self._quiet.wait()
+        log.info("handover done after %.2f s", time.monotonic() - start)

@@ -1,514 +1,42 @@
-"""`ironlb speaker`: one per node; decides what this node announces, and announces it.
+"""`ironlb speaker`: the entry point. Starts the speaker of this node (`speaker.speaker`), its
+caches, probes and tasks, and on SIGTERM hands its addresses over before exiting.
 
-Every change (a Service, its endpoints, a Node, the configuration, a member joining or dying,
-an interface losing carrier) marks the plan dirty; the plan loop recomputes `core.announce`'s
-decision from the caches and applies this node's part. Liveness of the other speakers comes
-from membership (SWIM over UDP, HMAC-signed with the key in the `memberlist` Secret), peers
-from the Node objects. Membership starts as soon as the Secret has a key (at start or later,
-without a restart) and follows key rotation; until then (or with --membership=false) Node
-readiness is used, and the metric `ironlb_membership_key_missing_bool` and the
-ConfigurationState condition `membershipReady` say so.
-
-Nothing a plan does waits for the API server: status objects, Events and the
-ConfigurationState are written by tasks of their own from the latest wanted state.
-
-Start-up: nothing is announced until the caches have listed and membership has heard from the
-peers (or `SETTLE` seconds passed), so a restarting speaker never grabs every address because
-it has not met anyone yet. The same holds after an interface regains carrier.
-
-SIGTERM: publish "draining"; the new owners announce; once each of this node's addresses has
-been claimed by its new owner (or `handover_timeout` passed), stop answering, say goodbye to
-the members, exit. A rolling restart loses no request.
+The speaker's parts live by job: `speaker.speaker` (the plan and membership), `speaker.layer2`
+(the announcer core's shell), `speaker.bgp`, `speaker.metrics`, `speaker.secrets`; the names
+below are kept importable from here.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import ipaddress
 import logging
 import signal
-import time
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
-from typing import Any
 
-from prometheus_client import REGISTRY, Counter, Gauge, metrics_core
-
-from ironlb.core import addresses, announce, config, election, interfaces, model
 from ironlb.k8s import client as k8s
-from ironlb.k8s import configsource, configstate, events, reflector, serving
-from ironlb.membership import model as member_model
+from ironlb.k8s import serving
 from ironlb.membership import settings as member_settings
-from ironlb.membership import states, transport, wire
 from ironlb.net import links as net_links
-from ironlb.speaker import bgp, layer2, report, status  # report: ironlb doctor
+from ironlb.speaker import layer2, metrics, report, secrets
 from ironlb.speaker import settings as settings_
+from ironlb.speaker import speaker as node_speaker
 
 log = logging.getLogger(__name__)
 
-SETTLE = 1.0
-"""Seconds to wait for peers to answer before announcing after start or carrier return."""
-
-
-class _MembershipMetrics:
-    """Membership figures read when scraped, so they are never stale between plans."""
-
-    def __init__(self) -> None:
-        self.members: transport.Transport | None = None
-
-    def collect(self) -> Iterator[metrics_core.Metric]:
-        states_family = metrics_core.GaugeMetricFamily(
-            "ironlb_membership_members", "Speakers known to this one, by state", labels=["state"]
-        )
-        dropped = metrics_core.CounterMetricFamily(
-            "ironlb_membership_dropped_packets",
-            "Membership packets dropped, by reason",
-            labels=["reason"],
-        )
-        if self.members is not None:
-            counts = {s.name.lower(): 0 for s in states.MemberState}
-            for m in self.members.members.values():
-                counts[m.state.name.lower()] += 1
-            for state, n in counts.items():
-                states_family.add_metric([state], n)
-            for reason, n in self.members.dropped.items():
-                dropped.add_metric([str(reason)], n)
-        # chaos (issue 9): Lifeguard's local health score
-        health = metrics_core.GaugeMetricFamily(
-            "ironlb_membership_local_health_score",
-            "Lifeguard's local health score: 0 healthy; probe timeouts are scaled by 1 + it",
-        )
-        if self.members is not None:
-            health.add_metric([], self.members.health)
-        yield states_family
-        yield dropped
-        yield health
-
-
-MEMBERSHIP = _MembershipMetrics()
-REGISTRY.register(MEMBERSHIP)
-ISOLATED = Gauge(
-    "ironlb_membership_isolated_bool",
-    "1 while peers' packets fail authentication and none is verified: this speaker"
-    " has the wrong key and announces nothing",
-)
-KEY_MISSING = Gauge(
-    "ironlb_membership_key_missing_bool",
-    "1 while membership is on but its Secret (or its 'secretkey') is missing: dead nodes are"
-    " then found from Node readiness, in tens of seconds instead of under one",
-)
-PLAN_ERRORS = Counter("ironlb_speaker_plan_errors", "Plans that failed unexpectedly (see the log)")
-MEMBERSHIP_READY = "membershipReady"
-BGP_PORT = "bgpPortAvailable"
-KEY_MISMATCH_WINDOW = 5.0
-"""Seconds a packet failing authentication counts as evidence of a key mismatch."""
-
-
-@dataclass(frozen=True, slots=True)
-class SecretData:
-    """A Secret of the configuration namespace, as the speaker needs it."""
-
-    type: str
-    data: Mapping[str, str]
-    """Key -> base64 value, as the API serves it."""
-
-
-def parse_secret(raw: k8s.Obj) -> SecretData:
-    return SecretData(str(raw.get("type", "")), dict(raw.get("data") or {}))
-
-
-def parse_keys(secret: SecretData) -> tuple[bytes, ...]:
-    value = secret.data.get("secretkey")
-    if not value:
-        raise ValueError("Secret has no 'secretkey'")
-    keys = tuple(
-        k.strip().encode() for k in base64.b64decode(value).decode().split(",") if k.strip()
-    )
-    if not keys:
-        raise ValueError("Secret's 'secretkey' is empty")
-    return keys
-
-
-def node_addresses(node: model.Node | None) -> list[str]:
-    """A node's InternalIPs (where BGP listens)."""
-    if node is None:
-        return []
-    return [a.address for a in node.status.addresses if a.type == "InternalIP"]
-
-
-def node_address(node: model.Node | None) -> str | None:
-    """A node's primary address: a host-network pod's podIP, which the kubelet probes (on an
-    IPv6-primary dual-stack node, the IPv6 one) and which every speaker computes alike for
-    membership."""
-    ips = node.host_ips() if node is not None else ()
-    return ips[0] if ips else None
-
-
-class Speaker:
-    def __init__(self, client: k8s.Client, settings: settings_.Settings) -> None:
-        self.settings = settings
-        self.node = settings.node_name
-        ns = settings.namespace
-        self.client = client
-        self.recorder = events.Recorder(client, "ironlb.io/speaker", self.node)
-        self.dirty = asyncio.Event()
-
-        def mark(_key: str) -> None:
-            self.dirty.set()
-
-        self.services = reflector.Reflector(
-            client, k8s.SERVICES, model.parse_service, on_change=mark
-        )
-        self.slices = reflector.Reflector(
-            client, k8s.ENDPOINT_SLICES, model.parse_endpoint_slice, on_change=mark
-        )
-        self.nodes = reflector.Reflector(
-            client, k8s.NODES, model.parse_node, on_change=self._node_changed
-        )
-        self.config = configsource.ConfigSource(client, ns, mark)
-        l2_statuses = reflector.Reflector(
-            client, k8s.SERVICE_L2_STATUSES, status.parse_l2, namespace=ns, on_change=mark
-        )
-        bgp_statuses = reflector.Reflector(
-            client, k8s.SERVICE_BGP_STATUSES, status.parse_bgp, namespace=ns, on_change=mark
-        )
-        # Every Secret of the namespace (the membership key, BGP passwords), from a cache: an
-        # unreachable API server must never hold up announcing.
-        self.secrets = reflector.Reflector(
-            client, k8s.SECRETS, parse_secret, namespace=ns, on_change=self._secret_changed
-        )
-        self.l2_status = status.Statuses(
-            client,
-            self.node,
-            ns,
-            l2_statuses,
-            resource=k8s.SERVICE_L2_STATUSES,
-            prefix="l2",
-            on_new=self._node_assigned,
-        )
-        self.bgp_status = status.Statuses(
-            client, self.node, ns, bgp_statuses, resource=k8s.SERVICE_BGP_STATUSES, prefix="bgp"
-        )
-        self.bgp = bgp.Bgp(self.node, ns, self.secret, on_listen=self._bgp_listen)
-        self.layer2 = layer2.Layer2(
-            self.node,
-            settings,
-            self.recorder,
-            service=self._service,
-            announced_by=self.l2_status.recorded_by,
-            changed=self.dirty.set,
-        )
-        self.state = configstate.Reporter(
-            client,
-            ns,
-            f"speaker-{self.node}",
-            "Speaker",
-            node=self.node,
-            field_manager=status.FIELD_MANAGER,
-        )
-        self.excluded = settings.excluded_interfaces  # checked regular expressions
-        self.applied: config.Config | None = None
-        self.members: transport.Transport | None = None
-        self._keys_changed = asyncio.Event()
-        self.health = announce.Health()
-        self.settled_at: float | None = None
-        self.draining = False
-        self.links: Mapping[int, net_links.Link] = {}
-        self._bad_mac = 0
-        self._bad_mac_at = float("-inf")
-        self.isolated = False
-        self.plan_error: str | None = None
-        """Why the last plan failed (readiness says so), None after a good one."""
-
-    @property
-    def caches(self) -> list[reflector.Reflector[Any]]:
-        return [
-            self.services,
-            self.slices,
-            self.nodes,
-            *self.config.reflectors,
-            self.l2_status.cache,
-            self.bgp_status.cache,
-            self.secrets,
-        ]
-
-    def _service(self, key: model.ServiceKey) -> model.Service | None:
-        return self.services.items.get(key)
-
-    def _node_assigned(self, key: model.ServiceKey) -> None:
-        svc = self._service(key)
-        if svc is not None:
-            self.recorder.record(
-                events.Regarding("v1", "Service", svc.namespace, svc.name, svc.metadata.uid),
-                "Normal",
-                "nodeAssigned",
-                f'announcing from node "{self.node}" with protocol "layer2"',
-            )
-
-    # --- membership -----------------------------------------------------------------------------
-
-    def _peers(self) -> dict[election.NodeName, member_model.Endpoint]:
-        peers = {}
-        for name, node in self.nodes.items.items():
-            ip = node_address(node)
-            if ip is not None:
-                peers[election.NodeName(name)] = member_model.Endpoint(
-                    ipaddress.ip_address(ip), self.settings.membership_port
-                )
-        return peers
-
-    def _node_changed(self, _key: str) -> None:
-        if self.members is not None:
-            self.members.set_peers(self._peers())
-        self.dirty.set()
-
-    def secret(self, name: str) -> SecretData | None:
-        return self.secrets.items.get(f"{self.settings.namespace}/{name}")
-
-    def membership_keys(self) -> tuple[bytes, ...] | None:
-        """The membership keys, or None (with the reason logged by the caller) if unusable."""
-        found = self.secret(self.settings.membership_secret)
-        try:
-            return parse_keys(found) if found is not None else None
-        except ValueError:
-            return None
-
-    def _secret_changed(self, key: str) -> None:
-        self.dirty.set()  # a BGP password may have changed
-        if key != f"{self.settings.namespace}/{self.settings.membership_secret}":
-            return
-        keys = self.membership_keys()
-        if self.members is not None and keys:
-            self.members.set_keys(keys)  # rotation: the first key signs, every key verifies
-        self._keys_changed.set()
-
-    async def membership(self, bind: str, config: member_settings.Settings) -> None:
-        """Run membership from the moment its key exists until cancelled (after `leave()`)."""
-        if not self.settings.membership:
-            return
-        secret = f"{self.settings.namespace}/{self.settings.membership_secret}"
-        while (keys := self.membership_keys()) is None:
-            KEY_MISSING.set(1)
-            note = (
-                f"membership Secret {secret} missing or without a 'secretkey': dead nodes are"
-                " found from Node readiness (tens of seconds instead of under one) until it"
-                " exists"
-            )
-            log.warning("%s", note)
-            self.state.set_condition(MEMBERSHIP_READY, False, "SecretMissing", note)
-            self._keys_changed.clear()
-            await self._keys_changed.wait()
-        members = transport.Transport(
-            election.NodeName(self.node),
-            member_model.Endpoint(ipaddress.ip_address(bind), self.settings.membership_port),
-            keys,
-            on_event=self._member_event,
-            config=config,
-            meta=self.health.encode(),
-        )
-        async with members:
-            self.members = MEMBERSHIP.members = members
-            members.set_peers(self._peers())
-            KEY_MISSING.set(0)
-            self.state.set_condition(MEMBERSHIP_READY, True, "Running")
-            log.info("membership running (key from Secret %s)", secret)
-            if self.settled_at is not None:
-                # Started late: the peers are unconfirmed for a moment and would look dead;
-                # meet them before taking anything new.
-                await self.settle()
-            else:
-                self.dirty.set()
-            await asyncio.Event().wait()
-
-    async def leave(self) -> None:
-        """Say goodbye to the members (shutdown, after the handover)."""
-        if self.members is not None:
-            await self.members.leave()
-
-    def _bgp_listen(self, problem: str | None) -> None:
-        if problem is None:
-            self.state.set_condition(BGP_PORT, True, "Listening")
-            return
-        self.state.set_condition(BGP_PORT, False, "PortInUse", problem)
-        node = self.nodes.items.get(self.node)
-        self.recorder.record(
-            events.Regarding("v1", "Node", "", self.node, node.metadata.uid if node else ""),
-            "Warning",
-            "BGPListenFailed",
-            problem,
-        )
-
-    def _member_event(self, event: member_model.Event) -> None:
-        log.info("member %s: %s", event.member.name, type(event).__name__.removeprefix("Member"))
-        self.dirty.set()
-
-    def _live(self) -> dict[election.NodeName, announce.Health]:
-        me = election.NodeName(self.node)
-        if self.members is None:
-            live = {
-                election.NodeName(n): announce.Health()
-                for n, node in self.nodes.items.items()
-                if node.ready
-            }
-        else:
-            live = {
-                name: announce.Health.decode(m.meta)
-                for name, m in self.members.members.items()
-                if m.state.is_live
-            }
-        live.pop(me, None)
-        if me in self.nodes.items:
-            live[me] = self.health
-        return live
-
-    def _peers_heard(self) -> bool:
-        if self.members is None:
-            return True
-        pending = (states.MemberState.UNCONFIRMED, states.MemberState.DEAD)
-        return not any(
-            m.state in pending for n, m in self.members.members.items() if n != self.node
-        )
-
-    def _check_isolation(self, live: Mapping[election.NodeName, announce.Health]) -> bool:
-        """True when this speaker hears peers it cannot verify and verifies none: a wrong
-        membership key. Announcing then would fight every other node for every address."""
-        if self.members is None:
-            return False
-        bad = self.members.dropped.get(wire.DropReason.BAD_MAC, 0)
-        if bad > self._bad_mac:
-            self._bad_mac, self._bad_mac_at = bad, time.monotonic()
-        recent = time.monotonic() - self._bad_mac_at < KEY_MISMATCH_WINDOW
-        isolated = recent and not (set(live) - {self.node})
-        if isolated != self.isolated:
-            self.isolated = isolated
-            ISOLATED.set(int(isolated))
-            if isolated:
-                log.error(
-                    "membership packets from peers fail authentication and no peer is "
-                    "verified: this node's key (Secret %s) differs from the others'; "
-                    "announcing nothing",
-                    self.settings.membership_secret,
-                )
-            else:
-                log.info("membership verified again: announcing")
-        return isolated
-
-    # --- the plan -------------------------------------------------------------------------------
-
-    async def plan_once(self) -> None:
-        cfg, problems = self.config.candidate()
-        # Recorded, written by the reporter's own task: a plan never waits for the API server.
-        if problems or cfg is None:
-            self.state.set_valid(False, "; ".join(problems))
-        else:
-            self.applied = cfg
-            self.state.set_valid(True)
-        if self.applied is None:
-            return
-        health = announce.Health(
-            draining=self.draining,
-            blind=interfaces.blind(self.links.values(), self.excluded),
-            blocked=interfaces.blocked_subnets(self.links.values(), self.excluded),
-        )
-        if health != self.health:
-            self.health = health
-            if self.members is not None:
-                self.members.set_meta(health.encode())
-        slices: dict[model.ServiceKey, tuple[model.EndpointSlice, ...]] = {}
-        for s in self.slices.items.values():
-            key = s.service_key
-            if key is not None:
-                slices[key] = (*slices.get(key, ()), s)
-        live = self._live()
-        view = announce.View(
-            services=self.services.items,
-            endpoints=slices,
-            nodes=self.nodes.items,
-            config=self.applied,
-            live=live,
-            lb_class=self.settings.lb_class,
-            ignore_exclude_lb=self.settings.ignore_exclude_lb,
-        )
-        plan = announce.layer2(view)
-        if self.draining:
-            return  # hand_over() decides when to stop answering
-        settled = self.settled_at is not None and (
-            time.monotonic() >= self.settled_at or self._peers_heard()
-        )
-        mine = announce.mine(plan, self.node)
-        if self._check_isolation(live):
-            mine = {}
-        elif not settled:
-            # Meeting the peers: keep what is announced here, take nothing new.
-            mine = {ip: a for ip, a in mine.items() if ip in self.layer2.announced}
-        await self.layer2.apply(mine, self.links)
-        self._publish_l2_status(plan)
-        bgp_plan = announce.bgp(view, self.node, pod_cidrs=self.settings.pod_cidr_advertisement())
-        await self.bgp.apply(bgp_plan, self.nodes.items.get(self.node), self.applied)
-        self.bgp_status.set(
-            self.bgp.announced_services(bgp_plan),
-            {model.ServiceKey(key): set(live) for key in self.services.items},
-        )
-
-    def _publish_l2_status(self, plan: Mapping[addresses.IP, announce.Announcement]) -> None:
-        desired: dict[model.ServiceKey, set[str]] = {}
-        owners: dict[model.ServiceKey, set[str]] = {}
-        for ip, a in plan.items():
-            for key in a.services:
-                owners.setdefault(key, set()).update({a.owner} if a.owner else set())
-                if ip in self.layer2.announced:
-                    desired.setdefault(key, set()).update(self.layer2.announced[ip])
-        self.l2_status.set(desired, owners)
-
-    async def plan_loop(self) -> None:
-        while True:
-            await self.dirty.wait()
-            self.dirty.clear()
-            try:
-                await self.plan_once()
-                self.plan_error = None
-            except Exception as e:
-                # A bug must not silence the node: keep what is announced, say so (log,
-                # metric, readiness), try again.
-                PLAN_ERRORS.inc()
-                self.plan_error = f"{type(e).__name__}: {e}"
-                log.exception("planning failed; retrying in 1 s")
-                await asyncio.sleep(1.0)
-                self.dirty.set()
-
-    async def settle(self) -> None:
-        """Hold announcing until peers have answered (every member event re-plans) or `SETTLE`
-        seconds have passed."""
-        self.settled_at = time.monotonic() + SETTLE
-        self.dirty.set()
-        await asyncio.sleep(SETTLE)
-        self.dirty.set()
-
-    async def watch_links(self, monitor: net_links.Monitor) -> None:
-        async with asyncio.TaskGroup() as tg:
-            async for event in monitor:
-                self.links = monitor.links
-                if event.change is net_links.Change.CARRIER_UP:
-                    # Peers may have declared us dead meanwhile: meet them before announcing.
-                    tg.create_task(self.settle())
-                self.dirty.set()
-
-    async def follow_sessions(self) -> None:
-        """Re-plan when a BGP session comes up or goes down (status objects follow)."""
-        while True:
-            await self.bgp.changed.wait()
-            self.bgp.changed.clear()
-            self.dirty.set()
-
-    def ready(self) -> str | None:
-        missing = [c.name for c in self.caches if not c.listed.is_set()]
-        if missing:
-            return f"caches not synced: {', '.join(missing)}"
-        if self.plan_error is not None:
-            return f"cannot plan: {self.plan_error}"
-        return None if self.settled_at is not None else "meeting the other speakers"
+# The names this module had before the split, for the code and tests that import them here.
+Speaker = node_speaker.Speaker
+node_address = node_speaker.node_address
+node_addresses = node_speaker.node_addresses
+MEMBERSHIP_READY = node_speaker.MEMBERSHIP_READY
+BGP_PORT = node_speaker.BGP_PORT
+SecretData = secrets.SecretData
+parse_secret = secrets.parse_secret
+parse_keys = secrets.parse_keys
+MEMBERSHIP = metrics.MEMBERSHIP
+ISOLATED = metrics.ISOLATED
+KEY_MISSING = metrics.KEY_MISSING
+PLAN_ERRORS = metrics.PLAN_ERRORS
+SETTLE = layer2.SETTLE
 
 
 async def run(settings: settings_.Settings) -> int:
@@ -549,7 +77,7 @@ async def run(settings: settings_.Settings) -> int:
             member_config = member_settings.Settings(
                 probe_interval=settings.probe_interval,
                 suspicion_timeout=settings.suspicion_timeout,
-                lifeguard=settings.lifeguard,  # chaos: Lifeguard on/off (issue 9)
+                lifeguard=settings.lifeguard,
             )
             async with net_links.Monitor() as monitor:
                 speaker.links = monitor.links
@@ -563,17 +91,17 @@ async def run(settings: settings_.Settings) -> int:
                         inner.create_task(speaker.follow_sessions()),
                         inner.create_task(speaker.watch_links(monitor)),
                         inner.create_task(speaker.plan_loop()),
-                        # ironlb doctor: this node's SpeakerReport (speaker/report.py)
+                        # This node's SpeakerReport, read by `ironlb status` / `ironlb doctor`.
                         inner.create_task(
                             report.Reporter(client, settings.namespace, speaker).run()
                         ),
                     ]
-                    inner.create_task(speaker.settle())
+                    speaker.layer2.settle()
                     await stop.wait()
                     log.info("shutting down: handing addresses over")
                     speaker.draining = True
                     await speaker.plan_once()  # publish "draining"
-                    await speaker.layer2.hand_over(settings.handover_timeout)
+                    await speaker.layer2.hand_over()
                     await speaker.bgp.stop_all()
                     for task in work:
                         task.cancel()

@@ -16,10 +16,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import random
 from collections.abc import Callable, Iterable, Mapping
 from typing import Generic, TypeVar
 
-from ironlb.core import config, model
+from ironlb.core import backoff, config, model
 from ironlb.k8s import client as k8s
 from ironlb.k8s import reflector
 
@@ -47,7 +48,7 @@ def _items(status: config.ServiceL2Status | config.ServiceBGPStatus) -> list[str
     return list(status.status.peers)
 
 
-def _service_of(status: config.ServiceL2Status | config.ServiceBGPStatus) -> model.ServiceKey:
+def service_of(status: config.ServiceL2Status | config.ServiceBGPStatus) -> model.ServiceKey:
     return model.service_key(status.status.service_namespace, status.status.service_name)
 
 
@@ -86,7 +87,7 @@ class Statuses(Generic[S]):
         return {
             s.status.node
             for s in self.cache.items.values()
-            if s.status.node and _service_of(s) in wanted
+            if s.status.node and service_of(s) in wanted
         }
 
     def set(
@@ -104,14 +105,19 @@ class Statuses(Generic[S]):
         self._dirty.set()
 
     async def run(self) -> None:
+        retry = backoff.Backoff(backoff.RECONCILE)
         while True:
             await self._dirty.wait()
             self._dirty.clear()
             try:
                 await self._reconcile()
+                retry.reset()
             except (k8s.ApiError, k8s.Unreachable) as e:
-                log.warning("%s update failed (retrying): %s", self._resource.kind, e)
-                await asyncio.sleep(1.0)
+                delay = retry.next_delay(random.random()) or backoff.RECONCILE.cap
+                log.warning(
+                    "%s update failed (retrying in %.1f s): %s", self._resource.kind, delay, e
+                )
+                await asyncio.sleep(delay)
                 self._dirty.set()
 
     async def _reconcile(self) -> None:
@@ -124,7 +130,7 @@ class Statuses(Generic[S]):
             if have is None:
                 self._on_new(key)
         for status in list(existing.values()):
-            key, node = _service_of(status), status.status.node
+            key, node = service_of(status), status.status.node
             stale_mine = node == self._node and key not in self._desired
             orphan = (
                 node != self._node

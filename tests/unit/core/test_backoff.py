@@ -52,3 +52,18 @@ def test_retriable_statuses() -> None:
     assert backoff.is_retriable_status(429)
     assert not backoff.is_retriable_status(404)
     assert not backoff.is_retriable_status(410)
+
+
+def test_named_policies_say_who_gives_up() -> None:
+    # A single request gives up (its caller decides); watches and whole passes never do.
+    api = backoff.Backoff(backoff.API_CALL)
+    delays = [api.next_delay(1.0) for _ in range(7)]
+    assert delays[-1] is None
+    assert all(d is not None and d <= backoff.API_CALL.cap for d in delays[:-1])
+    for policy in (backoff.WATCH, backoff.RECONCILE, backoff.BGP_IDLE_HOLD):
+        forever = backoff.Backoff(policy)
+        assert all(forever.next_delay(1.0) == min(policy.cap, d) for d in _bases(policy, 30))
+
+
+def _bases(policy: backoff.Policy, n: int) -> list[float]:
+    return [policy.initial * policy.factor**i for i in range(n)]

@@ -1,0 +1,492 @@
+"""The speaker of one node: decides what this node announces, and announces it.
+
+Every change (a Service, its endpoints, a Node, the configuration, a member joining or dying,
+an interface losing carrier) marks the plan dirty; the plan loop recomputes `core.announce`'s
+decision from the caches and hands this node's part to the layer-2 announcer core
+(`ironlb.l2.announcer`, carried out by `speaker.layer2`) and to BGP. Liveness of the other
+speakers comes from membership (SWIM over UDP, HMAC-signed with the key in the `memberlist`
+Secret), peers from the Node objects. Membership starts as soon as the Secret has a key (at
+start or later, without a restart) and follows key rotation; until then (or with
+--membership=false) Node readiness is used, and the metric
+`ironlb_membership_key_missing_bool` and the
+ConfigurationState condition `membershipReady` say so.
+
+Nothing a plan does waits for the API server: status objects, Events and the
+ConfigurationState are written by tasks of their own from the latest wanted state.
+
+Start-up: nothing is announced until the caches have listed and membership has heard from the
+peers (or `SETTLE` seconds passed), so a restarting speaker never grabs every address because
+it has not met anyone yet. The same holds after an interface regains carrier. Settling, the
+wrong-key isolation, probing and the handover are states of the announcer core; this module
+feeds it facts.
+
+SIGTERM: publish "draining"; the new owners announce; each of this node's addresses stops
+being answered once its new owner claimed it (or `handover_timeout` passed); say goodbye to
+the members, exit. A rolling restart loses no request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from ironlb.core import addresses, announce, config, election, interfaces, model
+from ironlb.k8s import client as k8s
+from ironlb.k8s import configsource, configstate, events, reflector
+from ironlb.membership import model as member_model
+from ironlb.membership import settings as member_settings
+from ironlb.membership import states, transport, wire
+from ironlb.net import links as net_links
+from ironlb.speaker import bgp, layer2, metrics, secrets, status
+from ironlb.speaker import settings as settings_
+
+log = logging.getLogger(__name__)
+
+MEMBERSHIP_READY = "membershipReady"
+BGP_PORT = "bgpPortAvailable"
+
+
+def node_addresses(node: model.Node | None) -> list[str]:
+    """A node's InternalIPs (where BGP listens)."""
+    if node is None:
+        return []
+    return [a.address for a in node.status.addresses if a.type == "InternalIP"]
+
+
+def node_address(node: model.Node | None) -> str | None:
+    """A node's primary address: a host-network pod's podIP, which the kubelet probes (on an
+    IPv6-primary dual-stack node, the IPv6 one) and which every speaker computes alike for
+    membership."""
+    ips = node.host_ips() if node is not None else ()
+    return ips[0] if ips else None
+
+
+class _Endpoints(Mapping[model.ServiceKey, tuple[model.EndpointSlice, ...]]):
+    """A Service's EndpointSlices, from the index the slice events keep."""
+
+    def __init__(self, by_service: Mapping[model.ServiceKey, Mapping[str, model.EndpointSlice]]):
+        self._by_service = by_service
+
+    def __getitem__(self, key: model.ServiceKey) -> tuple[model.EndpointSlice, ...]:
+        found = self._by_service.get(key)
+        if not found:
+            raise KeyError(key)
+        return tuple(found.values())
+
+    def __iter__(self) -> Iterator[model.ServiceKey]:
+        return (k for k, v in self._by_service.items() if v)
+
+    def __len__(self) -> int:
+        return sum(1 for v in self._by_service.values() if v)
+
+
+class Speaker:
+    def __init__(self, client: k8s.Client, settings: settings_.Settings) -> None:
+        self.settings = settings
+        self.node = settings.node_name
+        ns = settings.namespace
+        self.client = client
+        self.recorder = events.Recorder(client, "ironlb.io/speaker", self.node)
+        self.dirty = asyncio.Event()
+
+        # Planning is incremental: a Service or EndpointSlice event re-plans that Service's
+        # addresses; anything else (configuration, Nodes, liveness, health) re-plans all.
+        self._changed: set[model.ServiceKey] = set()
+        self._replan_all = True
+        self._config_changed = True
+        self._endpoints: dict[model.ServiceKey, dict[str, model.EndpointSlice]] = {}
+        self._slice_owner: dict[str, model.ServiceKey] = {}
+        self._l2_planner = announce.Layer2Planner()
+        self._bgp_planner = announce.BgpPlanner(
+            self.node, pod_cidrs=settings.pod_cidr_advertisement()
+        )
+        self._live_planned: dict[election.NodeName, announce.Health] | None = None
+
+        def config_changed(_key: str) -> None:
+            self._config_changed = True
+            self.dirty.set()
+
+        self.services = reflector.Reflector(
+            client, k8s.SERVICES, model.parse_service, on_change=self._service_changed
+        )
+        self.slices = reflector.Reflector(
+            client, k8s.ENDPOINT_SLICES, model.parse_endpoint_slice, on_change=self._slice_changed
+        )
+        self.nodes = reflector.Reflector(
+            client, k8s.NODES, model.parse_node, on_change=self._node_changed
+        )
+        self.config = configsource.ConfigSource(client, ns, config_changed)
+        # This speaker's own status objects are output, never planning input: a change makes
+        # their writer compare again. Another node's ServiceL2Status says that node announced
+        # the address (a takeover needs no probe): its Service is planned again, alone.
+        l2_statuses = reflector.Reflector(
+            client,
+            k8s.SERVICE_L2_STATUSES,
+            status.parse_l2,
+            namespace=ns,
+            on_change=self._l2_status_changed,
+        )
+        bgp_statuses = reflector.Reflector(
+            client,
+            k8s.SERVICE_BGP_STATUSES,
+            status.parse_bgp,
+            namespace=ns,
+            on_change=lambda key: self.bgp_status.changed(key),
+        )
+        # Every Secret of the namespace (the membership key, BGP passwords), from a cache: an
+        # unreachable API server must never hold up announcing.
+        self.secrets = reflector.Reflector(
+            client, k8s.SECRETS, secrets.parse_secret, namespace=ns, on_change=self._secret_changed
+        )
+        self.l2_status = status.Statuses(
+            client,
+            self.node,
+            ns,
+            l2_statuses,
+            resource=k8s.SERVICE_L2_STATUSES,
+            prefix="l2",
+            on_new=self._node_assigned,
+        )
+        self.bgp_status = status.Statuses(
+            client, self.node, ns, bgp_statuses, resource=k8s.SERVICE_BGP_STATUSES, prefix="bgp"
+        )
+        self.bgp = bgp.Bgp(self.node, ns, self.secret, on_listen=self._bgp_listen)
+        self.layer2 = layer2.Layer2(
+            self.node,
+            settings,
+            self.recorder,
+            service=self._service,
+            announced_by=self.l2_status.recorded_by,
+            answering_changed=self._answering_changed,
+        )
+        self.state = configstate.Reporter(
+            client,
+            ns,
+            f"speaker-{self.node}",
+            "Speaker",
+            node=self.node,
+            field_manager=status.FIELD_MANAGER,
+        )
+        self.excluded = settings.excluded_interfaces  # checked regular expressions
+        self.applied: config.Config | None = None
+        self.members: transport.Transport | None = None
+        self._keys_changed = asyncio.Event()
+        self.health = announce.Health()
+        self._l2_plan: Mapping[addresses.IP, announce.Announcement] = {}
+        self.draining = False
+        self.links: Mapping[int, net_links.Link] = {}
+        self.plan_error: str | None = None
+        """Why the last plan failed (readiness says so), None after a good one."""
+
+    @property
+    def caches(self) -> list[reflector.Reflector[Any]]:
+        return [
+            self.services,
+            self.slices,
+            self.nodes,
+            *self.config.reflectors,
+            self.l2_status.cache,
+            self.bgp_status.cache,
+            self.secrets,
+        ]
+
+    def _service(self, key: model.ServiceKey) -> model.Service | None:
+        return self.services.items.get(key)
+
+    def _node_assigned(self, key: model.ServiceKey) -> None:
+        svc = self._service(key)
+        if svc is not None:
+            self.recorder.record(
+                events.Regarding("v1", "Service", svc.namespace, svc.name, svc.metadata.uid),
+                "Normal",
+                "nodeAssigned",
+                f'announcing from node "{self.node}" with protocol "layer2"',
+            )
+
+    # --- membership -----------------------------------------------------------------------------
+
+    def _peers(self) -> dict[election.NodeName, member_model.Endpoint]:
+        peers = {}
+        for name, node in self.nodes.items.items():
+            ip = node_address(node)
+            if ip is not None:
+                peers[election.NodeName(name)] = member_model.Endpoint(
+                    ipaddress.ip_address(ip), self.settings.membership_port
+                )
+        return peers
+
+    def _node_changed(self, _key: str) -> None:
+        if self.members is not None:
+            self.members.set_peers(self._peers())
+        self._replan_all = True
+        self.dirty.set()
+
+    def _l2_status_changed(self, key: str) -> None:
+        self.l2_status.changed(key)
+        found = self.l2_status.cache.items.get(key)
+        if found is not None and found.status.node != self.node:
+            self._changed.add(status.service_of(found))
+            self.dirty.set()
+
+    def _service_changed(self, key: str) -> None:
+        self._changed.add(model.ServiceKey(key))
+        self.dirty.set()
+
+    def _slice_changed(self, key: str) -> None:
+        """Keep the EndpointSlices by Service (a plan never scans them all)."""
+        before = self._slice_owner.pop(key, None)
+        if before is not None:
+            self._endpoints.get(before, {}).pop(key, None)
+            self._changed.add(before)
+        found = self.slices.items.get(key)
+        after = found.service_key if found is not None else None
+        if found is not None and after is not None:
+            self._slice_owner[key] = after
+            self._endpoints.setdefault(after, {})[key] = found
+            self._changed.add(after)
+        self.dirty.set()
+
+    def secret(self, name: str) -> secrets.SecretData | None:
+        return self.secrets.items.get(f"{self.settings.namespace}/{name}")
+
+    def membership_keys(self) -> tuple[bytes, ...] | None:
+        """The membership keys, or None (with the reason logged by the caller) if unusable."""
+        found = self.secret(self.settings.membership_secret)
+        try:
+            return secrets.parse_keys(found) if found is not None else None
+        except ValueError:
+            return None
+
+    def _secret_changed(self, key: str) -> None:
+        self.dirty.set()  # a BGP password may have changed
+        if key != f"{self.settings.namespace}/{self.settings.membership_secret}":
+            return
+        keys = self.membership_keys()
+        if self.members is not None and keys:
+            self.members.set_keys(keys)  # rotation: the first key signs, every key verifies
+        self._keys_changed.set()
+
+    async def membership(self, bind: str, config: member_settings.Settings) -> None:
+        """Run membership from the moment its key exists until cancelled (after `leave()`)."""
+        if not self.settings.membership:
+            return
+        secret = f"{self.settings.namespace}/{self.settings.membership_secret}"
+        while (keys := self.membership_keys()) is None:
+            metrics.KEY_MISSING.set(1)
+            note = (
+                f"membership Secret {secret} missing or without a 'secretkey': dead nodes are"
+                " found from Node readiness (tens of seconds instead of under one) until it"
+                " exists"
+            )
+            log.warning("%s", note)
+            self.state.set_condition(MEMBERSHIP_READY, False, "SecretMissing", note)
+            self._keys_changed.clear()
+            await self._keys_changed.wait()
+        members = transport.Transport(
+            election.NodeName(self.node),
+            member_model.Endpoint(ipaddress.ip_address(bind), self.settings.membership_port),
+            keys,
+            on_event=self._member_event,
+            config=config,
+            meta=self.health.encode(),
+        )
+        async with members:
+            self.members = metrics.MEMBERSHIP.members = members
+            members.set_peers(self._peers())
+            metrics.KEY_MISSING.set(0)
+            self.state.set_condition(MEMBERSHIP_READY, True, "Running")
+            log.info("membership running (key from Secret %s)", secret)
+            if self.layer2.core.started:
+                # Started late: the peers are unconfirmed for a moment and would look dead;
+                # meet them before taking anything new.
+                self.layer2.settle()
+            self.dirty.set()
+            await asyncio.Event().wait()
+
+    async def leave(self) -> None:
+        """Say goodbye to the members (shutdown, after the handover)."""
+        if self.members is not None:
+            await self.members.leave()
+
+    def _bgp_listen(self, problem: str | None) -> None:
+        if problem is None:
+            self.state.set_condition(BGP_PORT, True, "Listening")
+            return
+        self.state.set_condition(BGP_PORT, False, "PortInUse", problem)
+        node = self.nodes.items.get(self.node)
+        self.recorder.record(
+            events.Regarding("v1", "Node", "", self.node, node.metadata.uid if node else ""),
+            "Warning",
+            "BGPListenFailed",
+            problem,
+        )
+
+    def _member_event(self, event: member_model.Event) -> None:
+        log.info("member %s: %s", event.member.name, type(event).__name__.removeprefix("Member"))
+        self.dirty.set()
+
+    def _live(self) -> dict[election.NodeName, announce.Health]:
+        me = election.NodeName(self.node)
+        if self.members is None:
+            live = {
+                election.NodeName(n): announce.Health()
+                for n, node in self.nodes.items.items()
+                if node.ready
+            }
+        else:
+            live = {
+                name: announce.Health.decode(m.meta)
+                for name, m in self.members.members.items()
+                if m.state.is_live
+            }
+        live.pop(me, None)
+        if me in self.nodes.items:
+            live[me] = self.health
+        return live
+
+    def _peers_heard(self) -> bool:
+        if self.members is None:
+            return True
+        pending = (states.MemberState.UNCONFIRMED, states.MemberState.DEAD)
+        return not any(
+            m.state in pending for n, m in self.members.members.items() if n != self.node
+        )
+
+    def _membership_facts(self, live: Mapping[election.NodeName, announce.Health]) -> None:
+        """Tell the announcer core what membership knows: whether every peer answered, whether
+        some peer is verified, how many packets failed authentication (a wrong key)."""
+        if self.members is None:
+            self.layer2.membership(running=False, peers_heard=True, verified_peers=False, bad_mac=0)
+            return
+        self.layer2.membership(
+            running=True,
+            peers_heard=self._peers_heard(),
+            verified_peers=bool(set(live) - {self.node}),
+            bad_mac=self.members.dropped.get(wire.DropReason.BAD_MAC, 0),
+        )
+
+    # --- the plan -------------------------------------------------------------------------------
+
+    async def plan_once(self) -> None:
+        if self._config_changed:
+            # Validated when the configuration changes, not on every Service event.
+            self._config_changed = False
+            cfg, problems = self.config.candidate()
+            # Recorded, written by the reporter's own task: a plan never waits for the API.
+            if problems or cfg is None:
+                self.state.set_valid(False, "; ".join(problems))
+            else:
+                self.applied = cfg
+                self._replan_all = True
+                self.state.set_valid(True)
+        if self.applied is None:
+            return
+        health = announce.Health(
+            draining=self.draining,
+            blind=interfaces.blind(self.links.values(), self.excluded),
+            blocked=interfaces.blocked_subnets(self.links.values(), self.excluded),
+        )
+        if health != self.health:
+            self.health = health
+            self._replan_all = True
+            if self.members is not None:
+                self.members.set_meta(health.encode())
+        live = self._live()
+        if live != self._live_planned:
+            self._live_planned = live
+            self._replan_all = True
+        view = announce.View(
+            services=self.services.items,
+            endpoints=_Endpoints(self._endpoints),
+            nodes=self.nodes.items,
+            config=self.applied,
+            live=live,
+            lb_class=self.settings.lb_class,
+            ignore_exclude_lb=self.settings.ignore_exclude_lb,
+        )
+        replan_all, changed = self._replan_all, self._changed
+        self._replan_all, self._changed = False, set()
+        if replan_all:
+            plan = self._l2_planner.full(view)
+            bgp_plan = self._bgp_planner.full(view)
+        else:
+            self._l2_planner.services(view, changed)
+            plan = self._l2_planner.plan
+            bgp_plan = self._bgp_planner.services(view, changed)
+        if self.draining:
+            return  # the announcer core hands over and takes nothing new
+        self._membership_facts(live)
+        others = {ip: a.owner for ip, a in plan.items() if a.owner != self.node}
+        self.layer2.apply(announce.mine(plan, self.node), others, self.links)
+        self._l2_plan = plan
+        self._publish_l2_status(plan)
+        await self.bgp.apply(bgp_plan, self.nodes.items.get(self.node), self.applied)
+        self.bgp_status.set(
+            self.bgp.announced_services(bgp_plan),
+            {model.ServiceKey(key): set(live) for key in self.services.items},
+        )
+
+    def _answering_changed(self) -> None:
+        # While draining, the status objects stay as they are: a restarting node reads them to
+        # know that its addresses were announced before (no probe, which the old owner, still
+        # handing over, would answer).
+        if not self.draining:
+            self._publish_l2_status(self._l2_plan)
+
+    def _publish_l2_status(self, plan: Mapping[addresses.IP, announce.Announcement]) -> None:
+        desired: dict[model.ServiceKey, set[str]] = {}
+        owners: dict[model.ServiceKey, set[str]] = {}
+        for ip, a in plan.items():
+            for key in a.services:
+                owners.setdefault(key, set()).update({a.owner} if a.owner else set())
+                if ip in self.layer2.announced:
+                    desired.setdefault(key, set()).update(self.layer2.announced[ip])
+        self.l2_status.set(desired, owners)
+
+    async def plan_loop(self) -> None:
+        while True:
+            await self.dirty.wait()
+            self.dirty.clear()
+            try:
+                await self.plan_once()
+                self.plan_error = None
+            except Exception as e:
+                # A bug must not silence the node: keep what is announced, say so (log,
+                # metric, readiness), try again.
+                metrics.PLAN_ERRORS.inc()
+                self._replan_all = self._config_changed = True  # what it consumed is lost
+                self.plan_error = f"{type(e).__name__}: {e}"
+                log.exception("planning failed; retrying in 1 s")
+                await asyncio.sleep(1.0)
+                self.dirty.set()
+
+    async def watch_links(self, monitor: net_links.Monitor) -> None:
+        async for event in monitor:
+            self.links = monitor.links
+            if event.change is net_links.Change.CARRIER_UP:
+                # Peers may have declared us dead meanwhile: meet them before announcing.
+                self.layer2.carrier_up()
+            self.dirty.set()
+
+    async def follow_sessions(self) -> None:
+        """Re-plan when a BGP session comes up or goes down (status objects follow)."""
+        while True:
+            await self.bgp.changed.wait()
+            self.bgp.changed.clear()
+            self.dirty.set()
+
+    @property
+    def isolated(self) -> bool:
+        """Peers' membership packets fail authentication and none is verified (a wrong key)."""
+        return self.layer2.core.isolated
+
+    def ready(self) -> str | None:
+        missing = [c.name for c in self.caches if not c.listed.is_set()]
+        if missing:
+            return f"caches not synced: {', '.join(missing)}"
+        if self.plan_error is not None:
+            return f"cannot plan: {self.plan_error}"
+        return None if self.layer2.core.started else "meeting the other speakers"
