@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from ironlb.speaker import main
+from ironlb.speaker import metrics
 
 
 class _Members:
@@ -14,7 +14,7 @@ class _Members:
 
 
 def test_local_health_score_is_exported() -> None:
-    collector = main._MembershipMetrics()
+    collector = metrics._MembershipMetrics()
     assert all(
         not family.samples
         for family in collector.collect()
