@@ -20,6 +20,8 @@ import click
 from ironlb.controller import main as controller_main
 from ironlb.controller import settings as controller_settings
 from ironlb.core import settings as core_settings
+from ironlb.cpvip import main as cpvip_main  # cpvip (issue 11)
+from ironlb.cpvip import settings as cpvip_settings  # cpvip (issue 11)
 from ironlb.lab import netns, playground
 from ironlb.speaker import main as speaker_main
 from ironlb.speaker import settings as speaker_settings
@@ -148,6 +150,21 @@ def speaker(log_format: str, log_level: str, **values: Any) -> None:
     _setup_logging(log_format, log_level)
     settings = _settings(speaker_settings.Settings, values)
     sys.exit(asyncio.run(speaker_main.run(settings)))
+
+
+# --- cpvip (issue 11): the control-plane VIP ---------------------------------------------------
+@cli.command()
+@settings_options(cpvip_settings.Settings)
+@_log_format
+@_log_level
+def cpvip(log_format: str, log_level: str, **values: Any) -> None:
+    """Hold the control-plane VIP on the node whose kube-apiserver is healthy (no API needed)."""
+    _setup_logging(log_format, log_level)
+    settings = _settings(cpvip_settings.Settings, values)
+    sys.exit(asyncio.run(cpvip_main.run(settings)))
+
+
+# --- end cpvip ------------------------------------------------------------------------------------
 
 
 @cli.group()
