@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import signal
 import ssl
+import subprocess
 import threading
 import time
 import urllib.error
@@ -20,7 +21,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
+import yaml
 
+from ironlb.cpvip import manifest
 from ironlb.lab import cpvip as lab_cpvip
 from ironlb.lab import netns, topology
 
@@ -214,3 +217,27 @@ def test_link_down_moves_the_vip(cp: lab_cpvip.ControlPlanes) -> None:
     assert c.outage() < 3.0, c.outage()
     # Back on the LAN: exactly one holder again.
     settled(cp)
+
+
+def test_generated_manifest_passes_a_server_side_dry_run(cp: lab_cpvip.ControlPlanes) -> None:
+    settled(cp, client_ok=False)
+    pod = manifest.static_pod(cp.vip, peers=[cp.address(m) for m in cp.members[1:]])
+    assert cp.client is not None
+    out = subprocess.run(
+        cp.client.ns.argv(
+            [
+                str(cp.bin_dir / "kubectl"),
+                f"--kubeconfig={cp.workdir / 'vip.kubeconfig'}",
+                "apply",
+                "--dry-run=server",
+                "-f",
+                "-",
+            ]
+        ),
+        input=yaml.safe_dump(pod).encode(),
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr.decode()
+    assert b"created (server dry run)" in out.stdout

@@ -3,6 +3,8 @@ host; bad addresses refused in one line."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import yaml
 from click.testing import CliRunner
 
@@ -44,3 +46,15 @@ def test_cli_prints_yaml_and_refuses_a_cidr() -> None:
     bad = runner.invoke(cli.cli, ["manifest", "cpvip", "--address", "192.0.2.10/24"])
     assert bad.exit_code == 2
     assert "CIDR" in bad.output
+
+
+def test_readme_cluster_api_snippet_is_a_kubeadm_control_plane() -> None:
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    section = readme.split("## Control-plane VIP", 1)[1].split("\n## ", 1)[0]
+    blocks = [b.split("```", 1)[0] for b in section.split("```yaml\n")[1:]]
+    docs = [yaml.safe_load(b) for b in blocks]
+    (kcp,) = [d for d in docs if d.get("kind") == "KubeadmControlPlane"]
+    assert kcp["apiVersion"].startswith("controlplane.cluster.x-k8s.io/")
+    files = {f["path"]: f for f in kcp["spec"]["kubeadmConfigSpec"]["files"]}
+    assert "/etc/kubernetes/manifests/ironlb-cpvip.yaml" in files
+    assert manifest.DEFAULT_KEY_PATH in files
