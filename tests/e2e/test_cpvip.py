@@ -223,17 +223,21 @@ def test_generated_manifest_passes_a_server_side_dry_run(cp: lab_cpvip.ControlPl
     settled(cp, client_ok=False)
     pod = manifest.static_pod(cp.vip, peers=[cp.address(m) for m in cp.members[1:]])
     assert cp.client is not None
+    kubectl = [
+        str(cp.bin_dir / "kubectl"),
+        f"--kubeconfig={cp.workdir / 'vip.kubeconfig'}",
+    ]
+    # The lab runs no kube-controller-manager, which would create this service account.
+    sa = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}}
+    subprocess.run(
+        cp.client.ns.argv([*kubectl, "-n", "kube-system", "apply", "-f", "-"]),
+        input=yaml.safe_dump(sa).encode(),
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
     out = subprocess.run(
-        cp.client.ns.argv(
-            [
-                str(cp.bin_dir / "kubectl"),
-                f"--kubeconfig={cp.workdir / 'vip.kubeconfig'}",
-                "apply",
-                "--dry-run=server",
-                "-f",
-                "-",
-            ]
-        ),
+        cp.client.ns.argv([*kubectl, "apply", "--dry-run=server", "-f", "-"]),
         input=yaml.safe_dump(pod).encode(),
         capture_output=True,
         timeout=60,

@@ -151,6 +151,10 @@ class Cpvip:
         self.carrier = link.carrier and link.up
         self._meta = b""
         self._transitions = 0
+        self._decision: election.Decision | None = None
+        self._planned = False
+        """The VIP is in the announcer's plan (held, or kept while handing over)."""
+        self._yield_until: float | None = None
         self._released = asyncio.Event()
         self._wake = asyncio.Event()
         self._pending: list[announcer.Action] = []
@@ -213,10 +217,28 @@ class Cpvip:
             if not self.announcer.handing_over():
                 self._queue(self.announcer.drain(now))
             return
+        # Losing to another candidate: keep answering until the new owner claims the VIP (its
+        # gratuitous ARP/NA) or `handover_timeout` passes, as on SIGTERM. Dropping it at once
+        # would black-hole the clients whose ARP cache still names this node (a SYN retransmit,
+        # a second, instead of a refused connection and a quick retry).
+        if decision.holds:
+            self._yield_until = None
+        elif self._planned and decision.owner not in (None, self.name):
+            if self._yield_until is None:
+                self._yield_until = now + self.settings.handover_timeout
+        else:
+            self._yield_until = None
+        self._decision = decision
+        self._plan(now)
+
+    def _plan(self, now: float) -> None:
+        keep = self._yield_until is not None and now < self._yield_until and self.carrier
+        want = self._decision is not None and self._decision.holds
         interfaces = (self.resolved.interface,) if self.carrier else ()
+        self._planned = want or keep
         mine = (
             {self.vip: announcer.Target(interfaces=interfaces, known=True, why_none="no carrier")}
-            if decision.holds
+            if self._planned
             else {}
         )
         self._queue(self.announcer.plan(now, mine))
@@ -229,8 +251,13 @@ class Cpvip:
         self._wake.set()
 
     def _conflict(self, address: responder.Address, mac: ethernet.MacAddress) -> None:
-        if address == self.vip:
-            self._queue(self.announcer.claimed(time.monotonic(), address, str(mac)))
+        if address != self.vip:
+            return
+        now = time.monotonic()
+        self._queue(self.announcer.claimed(now, address, str(mac)))
+        if self._yield_until is not None:
+            self._yield_until = None  # the new owner has it: let go now
+            self._plan(now)
 
     # --- loops ------------------------------------------------------------------------------
 
@@ -267,13 +294,18 @@ class Cpvip:
 
     async def action_loop(self) -> None:
         while True:
-            deadline = self.announcer.next_deadline()
+            deadlines = [self.announcer.next_deadline(), self._yield_until]
+            deadline = min((d for d in deadlines if d is not None), default=None)
             timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
                     await self._wake.wait()
             self._wake.clear()
-            self._pending += self.announcer.tick(time.monotonic())
+            now = time.monotonic()
+            if self._yield_until is not None and now >= self._yield_until:
+                self._yield_until = None
+                self._plan(now)
+            self._pending += self.announcer.tick(now)
             await self._carry_out()
 
     async def _carry_out(self) -> None:
@@ -303,7 +335,9 @@ class Cpvip:
         if self.holding:
             return
         try:
-            await addrs.add(self.resolved.interface, self.vip, self.resolved.prefix_length)
+            await addrs.add(
+                self.resolved.interface, self.vip, self.resolved.prefix_length, self.link.index
+            )
             r = await self._responder()
             r.announce(self.vip)
         except (OSError, net_links.NetlinkFailure) as e:
@@ -320,7 +354,9 @@ class Cpvip:
         if self.responder is not None:
             self.responder.withdraw(self.vip)
         try:
-            await addrs.remove(self.resolved.interface, self.vip, self.resolved.prefix_length)
+            await addrs.remove(
+                self.resolved.interface, self.vip, self.resolved.prefix_length, self.link.index
+            )
         except net_links.NetlinkFailure as e:
             ADDRESS_ERRORS.inc()
             log.error("cannot remove %s from %s: %s", self.vip, self.resolved.interface, e)

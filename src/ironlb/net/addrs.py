@@ -17,12 +17,16 @@ IFA_F_NODAD = 0x02
 
 
 async def add(
-    interface: str, address: ipaddress.IPv4Address | ipaddress.IPv6Address, prefix: int
+    interface: str,
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address,
+    prefix: int,
+    index: int | None = None,
 ) -> bool:
-    """Add `address/prefix` to `interface`; False if it was there already."""
+    """Add `address/prefix` to `interface` (whose index, when known, saves a dump); False if it
+    was there already."""
     flags = IFA_F_NODAD if address.version == 6 else 0
     async with links._rtnl() as ipr:
-        index = await _index(interface)
+        index = index if index is not None else await _index(interface)
         try:
             with links._translating():
                 await ipr.addr(
@@ -36,13 +40,16 @@ async def add(
 
 
 async def remove(
-    interface: str, address: ipaddress.IPv4Address | ipaddress.IPv6Address, prefix: int
+    interface: str,
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address,
+    prefix: int,
+    index: int | None = None,
 ) -> bool:
     """Remove `address/prefix` from `interface`; False if it was not there (or the link is
     gone)."""
     async with links._rtnl() as ipr:
         try:
-            index = await _index(interface)
+            index = index if index is not None else await _index(interface)
         except links.NetlinkFailure as e:
             if e.errno == errno.ENODEV:
                 return False
