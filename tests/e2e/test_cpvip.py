@@ -104,7 +104,17 @@ def one_holder(cp: lab_cpvip.ControlPlanes) -> lab_cpvip.Member:
 
 
 def settled(cp: lab_cpvip.ControlPlanes, client_ok: bool = True) -> lab_cpvip.Member:
-    wait_until(lambda: len(cp.holders()) == 1, 15)
+    """Every apiserver healthy and one holder, unchanged for 1.5 s (longer than a handover)."""
+    deadline = time.monotonic() + 60
+    stable_since, last = time.monotonic(), None
+    while True:
+        assert time.monotonic() < deadline, [m.name for m in cp.holders()]
+        holders = cp.holders()
+        if len(holders) != 1 or holders != last or not all(cp.healthy(m) for m in cp.members):
+            stable_since, last = time.monotonic(), holders
+        elif time.monotonic() - stable_since >= 1.5:
+            break
+        time.sleep(0.1)
     if client_ok:
         with Client(cp, limit=3.0) as c:
             time.sleep(0.5)

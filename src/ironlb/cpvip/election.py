@@ -14,6 +14,8 @@ Two small machines, each changed only through its table (a pair not listed raise
   - WIN: this node is the rendezvous winner (`core.election`) among the candidates (live
     members publishing UP, itself included when UP and not draining);
   - LOSE: another candidate wins;
+  - YIELDING (after LOSE while holding): keeps the VIP until CLAIMED by the new owner or
+    EXPIRED after `handover` seconds, then STANDBY;
   - NOBODY: no candidate at all. The holder keeps the VIP (no flapping while every apiserver is
     down, and a client sees the last holder come back first); a standby takes nothing.
   - DRAIN (SIGTERM): this node stops being a candidate and hands the VIP over; the announcer
@@ -60,6 +62,10 @@ class Role(enum.Enum):
     """Holding it as the winner among the candidates."""
     KEEPING = "Keeping"
     """Holding it although nobody is a candidate (every apiserver down)."""
+    YIELDING = "Yielding"
+    """Lost to another candidate: still holding the VIP until the new owner claims it (its
+    gratuitous ARP/NA) or `handover` seconds pass, so that clients whose ARP cache names this
+    node get an answer (a refusal, a quick retry) instead of a black hole meanwhile."""
     DRAINED = "Drained"
     """Stopping: handed over (or handing over); takes nothing any more."""
 
@@ -69,6 +75,10 @@ class Verdict(enum.Enum):
     LOSE = enum.auto()
     NOBODY = enum.auto()
     DRAIN = enum.auto()
+    CLAIMED = enum.auto()
+    """Another MAC claims the VIP (the new owner's gratuitous announcement)."""
+    EXPIRED = enum.auto()
+    """The handover time of YIELDING is over."""
 
 
 class IllegalTransition(RuntimeError):
@@ -93,19 +103,33 @@ class Step:
     """Whether the VIP is to be held (answered) here after the step."""
 
 
+_STALE = (V.CLAIMED, V.EXPIRED)
+
 ROLE_TABLE: dict[tuple[Role, Verdict], Step] = {
     (R.STANDBY, V.WIN): Step(R.OWNER, True),
     (R.STANDBY, V.LOSE): Step(R.STANDBY, False),
     (R.STANDBY, V.NOBODY): Step(R.STANDBY, False),
     (R.STANDBY, V.DRAIN): Step(R.DRAINED, False),
     (R.OWNER, V.WIN): Step(R.OWNER, True),
-    (R.OWNER, V.LOSE): Step(R.STANDBY, False),
+    (R.OWNER, V.LOSE): Step(R.YIELDING, True),
     (R.OWNER, V.NOBODY): Step(R.KEEPING, True),
     (R.OWNER, V.DRAIN): Step(R.DRAINED, False),
     (R.KEEPING, V.WIN): Step(R.OWNER, True),
-    (R.KEEPING, V.LOSE): Step(R.STANDBY, False),
+    (R.KEEPING, V.LOSE): Step(R.YIELDING, True),
     (R.KEEPING, V.NOBODY): Step(R.KEEPING, True),
     (R.KEEPING, V.DRAIN): Step(R.DRAINED, False),
+    (R.YIELDING, V.WIN): Step(R.OWNER, True),
+    (R.YIELDING, V.LOSE): Step(R.YIELDING, True),
+    (R.YIELDING, V.NOBODY): Step(R.KEEPING, True),
+    (R.YIELDING, V.DRAIN): Step(R.DRAINED, False),
+    (R.YIELDING, V.CLAIMED): Step(R.STANDBY, False),
+    (R.YIELDING, V.EXPIRED): Step(R.STANDBY, False),
+    # A claim while owning is a conflict (the shell warns); timers of YIELDING are stale.
+    **{
+        (r, v): Step(r, r in (R.OWNER, R.KEEPING))
+        for r in (R.STANDBY, R.OWNER, R.KEEPING)
+        for v in _STALE
+    },
     **{(R.DRAINED, v): Step(R.DRAINED, False) for v in Verdict},
 }
 """(role, verdict) -> next role and whether the VIP is held."""
@@ -156,12 +180,16 @@ class Election:
         *,
         rise: int = 2,
         fall: int = 2,
+        handover: float = 1.0,
     ) -> None:
         if rise < 1 or fall < 1:
             raise ValueError("rise and fall must be at least 1")
         self.name = name
         self.address = address
         self.rise, self.fall = rise, fall
+        self.handover = handover
+        self.yield_until: float | None = None
+        """When YIELDING ends at the latest (the shell calls `tick` then)."""
         self.health = Health.UNKNOWN
         self.role = Role.STANDBY
         self.transitions = 0
@@ -170,12 +198,13 @@ class Election:
         self._peers: dict[election.NodeName, Peer] = {}
         self._draining = False
         self._last_change = 0.0
+        self._claimed_at: float | None = None
 
     # --- what the shell reads ---------------------------------------------------------------
 
     @property
     def holds(self) -> bool:
-        return self.role in (Role.OWNER, Role.KEEPING)
+        return self.role in (Role.OWNER, Role.KEEPING, Role.YIELDING)
 
     @property
     def candidate(self) -> bool:
@@ -216,6 +245,18 @@ class Election:
         self._draining = True
         return self._decide(now)
 
+    def claimed(self, now: float) -> Decision:
+        """Another MAC claims the VIP. Remembered for `handover` seconds: the new owner may
+        announce before this node hears that it lost (membership news is slower than ARP)."""
+        self._claimed_at = now
+        return self._decide(now, Verdict.CLAIMED)
+
+    def tick(self, now: float) -> Decision:
+        """Timers: the end of YIELDING."""
+        if self.yield_until is not None and now >= self.yield_until:
+            return self._decide(now, Verdict.EXPIRED)
+        return self._decide(now)
+
     # --- the decision -----------------------------------------------------------------------
 
     def verdict(self) -> Verdict:
@@ -226,11 +267,19 @@ class Election:
             return Verdict.NOBODY
         return Verdict.WIN if owner == self.name else Verdict.LOSE
 
-    def _decide(self, now: float) -> Decision:
-        step = next_role(self.role, self.verdict())
+    def _decide(self, now: float, event: Verdict | None = None) -> Decision:
+        step = next_role(self.role, event or self.verdict())
         if step.role is not self.role:
             self.transitions += 1
             self._last_change = now
+        if step.role is Role.YIELDING and self.role is not Role.YIELDING:
+            self.yield_until = now + self.handover
+            if self._claimed_at is not None and now - self._claimed_at <= self.handover:
+                self.role = step.role
+                step = next_role(step.role, Verdict.CLAIMED)
+                self.yield_until = None
+        elif step.role is not Role.YIELDING:
+            self.yield_until = None
         self.role = step.role
         return Decision(
             role=self.role,

@@ -119,7 +119,11 @@ class Cpvip:
         self.name = core_election.NodeName(str(resolved.bind))
         self.link = link
         self.core = election.Election(
-            self.name, self.vip, rise=settings.health_rise, fall=settings.health_fall
+            self.name,
+            self.vip,
+            rise=settings.health_rise,
+            fall=settings.health_fall,
+            handover=settings.handover_timeout,
         )
         self.announcer = announcer.Announcer(
             self.name,
@@ -152,9 +156,6 @@ class Cpvip:
         self._meta = b""
         self._transitions = 0
         self._decision: election.Decision | None = None
-        self._planned = False
-        """The VIP is in the announcer's plan (held, or kept while handing over)."""
-        self._yield_until: float | None = None
         self._released = asyncio.Event()
         self._wake = asyncio.Event()
         self._pending: list[announcer.Action] = []
@@ -217,28 +218,17 @@ class Cpvip:
             if not self.announcer.handing_over():
                 self._queue(self.announcer.drain(now))
             return
-        # Losing to another candidate: keep answering until the new owner claims the VIP (its
-        # gratuitous ARP/NA) or `handover_timeout` passes, as on SIGTERM. Dropping it at once
-        # would black-hole the clients whose ARP cache still names this node (a SYN retransmit,
-        # a second, instead of a refused connection and a quick retry).
-        if decision.holds:
-            self._yield_until = None
-        elif self._planned and decision.owner not in (None, self.name):
-            if self._yield_until is None:
-                self._yield_until = now + self.settings.handover_timeout
-        else:
-            self._yield_until = None
         self._decision = decision
         self._plan(now)
 
     def _plan(self, now: float) -> None:
-        keep = self._yield_until is not None and now < self._yield_until and self.carrier
-        want = self._decision is not None and self._decision.holds
+        d = self._decision
+        # YIELDING keeps what is held; it never takes the VIP (settling may have delayed it).
+        want = d is not None and d.holds and (d.role is not election.Role.YIELDING or self.holding)
         interfaces = (self.resolved.interface,) if self.carrier else ()
-        self._planned = want or keep
         mine = (
             {self.vip: announcer.Target(interfaces=interfaces, known=True, why_none="no carrier")}
-            if self._planned
+            if want
             else {}
         )
         self._queue(self.announcer.plan(now, mine))
@@ -255,9 +245,8 @@ class Cpvip:
             return
         now = time.monotonic()
         self._queue(self.announcer.claimed(now, address, str(mac)))
-        if self._yield_until is not None:
-            self._yield_until = None  # the new owner has it: let go now
-            self._plan(now)
+        # While YIELDING, the new owner's claim ends the handover at once.
+        self._apply(self.core.claimed(now))
 
     # --- loops ------------------------------------------------------------------------------
 
@@ -294,7 +283,7 @@ class Cpvip:
 
     async def action_loop(self) -> None:
         while True:
-            deadlines = [self.announcer.next_deadline(), self._yield_until]
+            deadlines = [self.announcer.next_deadline(), self.core.yield_until]
             deadline = min((d for d in deadlines if d is not None), default=None)
             timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
             with contextlib.suppress(TimeoutError):
@@ -302,9 +291,8 @@ class Cpvip:
                     await self._wake.wait()
             self._wake.clear()
             now = time.monotonic()
-            if self._yield_until is not None and now >= self._yield_until:
-                self._yield_until = None
-                self._plan(now)
+            if self.core.yield_until is not None and now >= self.core.yield_until:
+                self._apply(self.core.tick(now))
             self._pending += self.announcer.tick(now)
             await self._carry_out()
 

@@ -66,9 +66,16 @@ def test_joining_nodes_take_over_only_when_they_win_and_are_healthy() -> None:
     # The better-ranked node joins with its apiserver not ready: nothing moves.
     d = e.peers(1.0, {winner: Peer(True, b"")})
     assert (d.role, d.holds, d.owner) == (Role.OWNER, True, loser)
-    # Its apiserver turns ready: it wins, this node releases.
+    # Its apiserver turns ready: it wins; this node keeps answering until the winner claims
+    # the VIP, then releases.
     d = e.peers(2.0, healthy(winner))
-    assert (d.role, d.holds, d.owner) == (Role.STANDBY, False, winner)
+    assert (d.role, d.holds, d.owner) == (Role.YIELDING, True, winner)
+    assert e.yield_until == 3.0
+    assert e.peers(2.1, healthy(winner)).role is Role.YIELDING
+    d = e.claimed(2.2)
+    assert (d.role, d.holds) == (Role.STANDBY, False)
+    assert e.yield_until is None
+    assert e.tick(5.0).role is Role.STANDBY
 
 
 def test_owner_loses_on_its_own_apiserver_failing_when_another_is_healthy() -> None:
@@ -79,18 +86,23 @@ def test_owner_loses_on_its_own_apiserver_failing_when_another_is_healthy() -> N
     assert e.role is Role.OWNER
     e.checked(1.0, False)
     d = e.checked(1.15, False)
-    assert (d.role, d.holds, d.owner) == (Role.STANDBY, False, RANKED[1])
+    assert (d.role, d.holds, d.owner) == (Role.YIELDING, True, RANKED[1])
+    assert e.tick(2.14).role is Role.YIELDING
+    d = e.tick(2.15)  # nobody claimed it within `handover`: let go anyway
+    assert (d.role, d.holds) == (Role.STANDBY, False)
 
 
 def test_standby_takes_over_when_the_owner_dies_or_turns_unhealthy() -> None:
     e = election.Election(RANKED[1], VIP)
+    e.peers(0.0, healthy(RANKED[0], RANKED[2]))
     up(e)
-    assert e.peers(0.5, healthy(RANKED[0], RANKED[2])).holds is False
+    assert e.role is Role.STANDBY
     d = e.peers(1.0, {RANKED[0]: Peer(False, HEALTHY_META), **healthy(RANKED[2])})
     assert (d.role, d.holds) == (Role.OWNER, True)
     e2 = election.Election(RANKED[1], VIP)
+    e2.peers(0.0, healthy(RANKED[0]))
     up(e2)
-    e2.peers(0.5, healthy(RANKED[0]))
+    assert e2.role is Role.STANDBY
     d = e2.peers(1.0, {RANKED[0]: Peer(True, b"")})
     assert (d.role, d.holds) == (Role.OWNER, True)
 
@@ -109,7 +121,8 @@ def test_nobody_healthy_the_holder_keeps_a_standby_takes_nothing() -> None:
     assert e.peers(1.5, {RANKED[1]: Peer(False, b"")}).role is Role.KEEPING
     # The other apiserver comes back first: it takes over.
     d = e.peers(2.0, healthy(RANKED[1]))
-    assert (d.role, d.holds, d.owner) == (Role.STANDBY, False, RANKED[1])
+    assert (d.role, d.holds, d.owner) == (Role.YIELDING, True, RANKED[1])
+    assert e.claimed(2.1).role is Role.STANDBY
     s = election.Election(RANKED[2], VIP)
     d = s.peers(0.0, {RANKED[0]: Peer(True, b"")})
     assert (d.role, d.holds) == (Role.STANDBY, False)
@@ -121,7 +134,30 @@ def test_holder_unhealthy_while_another_is_healthy_releases() -> None:
     up(e)
     e.checked(1.0, False)
     d = e.checked(1.15, False)
-    assert (d.role, d.holds, d.owner) == (Role.STANDBY, False, RANKED[1])
+    assert (d.role, d.holds, d.owner) == (Role.YIELDING, True, RANKED[1])
+
+
+def test_yielding_back_to_owner_keeping_or_drained() -> None:
+    e = election.Election(RANKED[0], VIP)
+    e.peers(0.0, healthy(RANKED[1]))
+    up(e)
+    e.checked(1.0, False)
+    assert e.checked(1.1, False).role is Role.YIELDING
+    # The winner turns unhealthy too before claiming: nobody, keep.
+    d = e.peers(1.2, {RANKED[1]: Peer(True, b"")})
+    assert (d.role, d.holds) == (Role.KEEPING, True)
+    assert e.yield_until is None
+    e.peers(1.3, healthy(RANKED[1]))
+    assert e.role is Role.YIELDING
+    e.checked(1.4, True)
+    d = e.checked(1.5, True)  # this one is back and ranks first: owner again
+    assert (d.role, d.holds) == (Role.OWNER, True)
+    assert e.claimed(1.6).role is Role.OWNER  # a claim while owning is a conflict, not a loss
+    e.checked(3.0, False)
+    e.checked(3.1, False)
+    assert e.role is Role.YIELDING
+    d = e.drain(3.2)
+    assert (d.role, d.holds) == (Role.DRAINED, False)
 
 
 def test_keeping_then_own_apiserver_back_is_owner_again() -> None:
@@ -163,3 +199,20 @@ def test_illegal_pairs_raise() -> None:
         election.next_role(Role.OWNER, "bogus")  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         election.Election(NAMES[0], VIP, rise=0)
+
+
+def test_a_claim_heard_before_losing_ends_the_yield_at_once() -> None:
+    e = election.Election(RANKED[0], VIP, handover=1.0)
+    e.peers(0.0, healthy(RANKED[1]))
+    up(e)
+    assert e.claimed(1.0).role is Role.OWNER  # a conflict while winning: kept
+    e.checked(1.2, False)
+    d = e.checked(1.35, False)  # loses 0.35 s after the claim: the winner has it already
+    assert (d.role, d.holds) == (Role.STANDBY, False)
+    assert d.transitions == 2  # OWNER, then straight to STANDBY
+    f = election.Election(RANKED[0], VIP, handover=1.0)
+    f.peers(0.0, healthy(RANKED[1]))
+    up(f)
+    f.claimed(1.0)
+    f.checked(2.2, False)
+    assert f.checked(2.35, False).role is Role.YIELDING  # an old claim does not count
