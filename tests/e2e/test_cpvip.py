@@ -255,3 +255,43 @@ def test_generated_manifest_passes_a_server_side_dry_run(cp: lab_cpvip.ControlPl
     )
     assert out.returncode == 0, out.stderr.decode()
     assert b"created (server dry run)" in out.stdout
+
+
+@pytest.fixture(scope="module")
+def cp6(
+    tmp_path_factory: pytest.TempPathFactory, cp: lab_cpvip.ControlPlanes
+) -> Iterator[lab_cpvip.ControlPlanes]:
+    """The same with an IPv6 VIP (its own lab; depends on `cp` only to run after it, so that
+    one control plane runs at a time)."""
+    cp.stop()
+    workdir = tmp_path_factory.mktemp("cpvip6")
+    lab = topology.Lab.create(workdir / "lab")
+    try:
+        planes = lab_cpvip.ControlPlanes.create(lab, workdir / "cp", vip=lab_cpvip.VIP_V6)
+        try:
+            planes.start()
+            for m in planes.members:
+                planes.start_cpvip(m)
+            yield planes
+        finally:
+            planes.stop()
+    finally:
+        lab.destroy()
+
+
+def test_ipv6_vip_moves_when_the_owners_apiserver_is_killed(
+    cp6: lab_cpvip.ControlPlanes,
+) -> None:
+    owner = settled(cp6)
+    out = owner.host.ns.ip("-6", "-o", "addr", "show", "dev", owner.host.dev)
+    vip_line = next(line for line in out.splitlines() if f" {cp6.vip}/" in line)
+    assert "tentative" not in vip_line  # added without DAD: usable at once
+    with Client(cp6, limit=30.0) as c:
+        time.sleep(0.5)
+        owner.kill("kube-apiserver")
+        wait_until(lambda: len(cp6.holders()) == 1 and not owner.holds(cp6.vip), 5)
+        time.sleep(1.5)
+    print("ipv6 kill buckets", dict(c.buckets()), "outage", round(c.outage(), 3))
+    assert one_holder(cp6) is not owner
+    assert all(b == "ok" for _, b in c.results[-10:]), c.results[-10:]
+    assert c.outage() < 3.0, c.outage()

@@ -179,7 +179,8 @@ class ControlPlanes:
                 str(self.bin_dir / "kube-apiserver"),
                 "--etcd-servers=http://127.0.0.1:2379",
                 "--bind-address=0.0.0.0" if ":" not in self.vip else "--bind-address=::",
-                f"--advertise-address={self.address(m)}",
+                # IPv4 always: the family of the primary service CIDR; "::" accepts both.
+                f"--advertise-address={m.host.ipv4}",
                 "--secure-port=6443",
                 f"--cert-dir={m.workdir}",
                 f"--tls-cert-file={p / 'apiserver.crt'}",
