@@ -212,6 +212,28 @@ def test_sigstopped_apiserver_never_takes_the_vip(cp: lab_cpvip.ControlPlanes) -
     settled(cp)
 
 
+def test_a_killed_holders_leftover_vip_is_removed_when_it_restarts(
+    cp: lab_cpvip.ControlPlanes,
+) -> None:
+    """SIGKILL leaves the VIP on the old holder's interface (nothing ran to remove it). Restarted
+    while its apiserver is unhealthy (so it must not own the VIP), it removes the leftover, and
+    exactly one node holds the VIP again."""
+    owner = settled(cp)
+    with cp.paused(owner):
+        owner.kill("cpvip")
+        assert owner.holds(cp.vip)  # the leftover this test is about
+        wait_until(lambda: any(m.holds(cp.vip) for m in cp.members if m is not owner), 5)
+        cp.start_cpvip(owner)
+        wait_until(lambda: not owner.holds(cp.vip), 10)
+        # Longer than a health period and membership's detection: it stays away.
+        for _ in range(30):
+            holders = cp.holders()
+            assert len(holders) == 1, [m.name for m in holders]
+            assert holders[0] is not owner
+            time.sleep(0.1)
+    settled(cp)
+
+
 def test_link_down_moves_the_vip(cp: lab_cpvip.ControlPlanes) -> None:
     owner = settled(cp)
     with Client(cp, limit=30.0) as c:

@@ -412,6 +412,14 @@ async def run(settings: settings_.Settings) -> int:
         return 1
     link = next(link for link in all_links if link.name == resolved.interface)
     vip = Cpvip(settings, resolved, keys, link)
+    # A VIP left on the interface by a killed predecessor (SIGKILL, OOM, a crash) would make this
+    # node's kernel answer for it beside the real owner: start without it, ownership adds it back.
+    try:
+        if await addrs.remove(resolved.interface, vip.vip, resolved.prefix_length, link.index):
+            log.warning("removed %s left on %s by an earlier run", vip.vip, resolved.interface)
+    except net_links.NetlinkFailure as e:
+        log.error("cannot remove a leftover %s from %s: %s", vip.vip, resolved.interface, e)
+        return 1
     log.info(
         "cpvip %s on %s as %s, peers %s",
         settings.vip,
