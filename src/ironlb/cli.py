@@ -16,11 +16,15 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
+import yaml
 
 from ironlb.controller import main as controller_main
 from ironlb.controller import settings as controller_settings
 from ironlb.core import model as core_model
 from ironlb.core import settings as core_settings
+from ironlb.cpvip import main as cpvip_main
+from ironlb.cpvip import manifest as cpvip_manifest
+from ironlb.cpvip import settings as cpvip_settings
 from ironlb.doctor import command as doctor_command
 from ironlb.doctor import gather as doctor_gather
 from ironlb.k8s import client as k8s_client
@@ -153,6 +157,51 @@ def speaker(log_format: str, log_level: str, **values: Any) -> None:
     _setup_logging(log_format, log_level)
     settings = _settings(speaker_settings.Settings, values)
     sys.exit(asyncio.run(speaker_main.run(settings)))
+
+
+# --- cpvip (issue 11): the control-plane VIP ---------------------------------------------------
+@cli.command()
+@settings_options(cpvip_settings.Settings)
+@_log_format
+@_log_level
+def cpvip(log_format: str, log_level: str, **values: Any) -> None:
+    """Hold the control-plane VIP on the node whose kube-apiserver is healthy (no API needed)."""
+    _setup_logging(log_format, log_level)
+    settings = _settings(cpvip_settings.Settings, values)
+    sys.exit(asyncio.run(cpvip_main.run(settings)))
+
+
+@cli.group()
+def manifest() -> None:
+    """Print manifests to install ironlb pieces."""
+
+
+@manifest.command("cpvip")
+@click.option("--address", required=True, help="The control-plane VIP (one IP address).")
+@click.option("--interface", default=None, help="Interface (default: found from the address).")
+@click.option("--peers", multiple=True, callback=_patterns, help="Other control-plane nodes.")
+@click.option("--mode", type=click.Choice(["arp"]), default="arp", show_default=True)
+@click.option("--image", default=cpvip_manifest.DEFAULT_IMAGE, show_default=True)
+@click.option("--key-path", default=cpvip_manifest.DEFAULT_KEY_PATH, show_default=True)
+def manifest_cpvip(
+    address: str,
+    interface: str | None,
+    peers: tuple[str, ...],
+    mode: str,
+    image: str,
+    key_path: str,
+) -> None:
+    """The static Pod of `ironlb cpvip`, for /etc/kubernetes/manifests."""
+    problem = cpvip_settings.vip_address(address) or cpvip_settings.peers(peers)
+    if problem is not None:
+        raise click.UsageError(problem)
+    pod = cpvip_manifest.static_pod(
+        address, interface=interface, peers=peers, mode=mode, image=image, key_path=key_path
+    )
+    click.echo(yaml.safe_dump(pod, sort_keys=False), nl=False)
+
+
+# --- end cpvip ------------------------------------------------------------------------------------
 
 
 @cli.group()

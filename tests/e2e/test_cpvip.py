@@ -1,0 +1,319 @@
+"""The control-plane VIP for real: three hosts, each with an etcd member, its own kube-apiserver
+and `ironlb cpvip`; a client sends GET /readyz through the VIP in a bounded loop and every answer
+is counted by bucket while the owner's apiserver is killed, its link goes down, its cpvip gets
+SIGTERM, and while a SIGSTOPped apiserver must never take the VIP.
+
+One module-scoped control plane (starting three apiservers is the slow part, ~30-60 s on a busy
+machine); each scenario leaves the three healthy again.
+"""
+
+from __future__ import annotations
+
+import collections
+import signal
+import ssl
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import pytest
+import yaml
+
+from ironlb.cpvip import manifest
+from ironlb.lab import cpvip as lab_cpvip
+from ironlb.lab import netns, topology
+
+pytestmark = pytest.mark.e2e
+
+INTERVAL = 0.02
+REQUEST_TIMEOUT = 1.0
+
+
+@dataclass
+class Client:
+    """GET `url` every INTERVAL from the client namespace until stopped or `limit` seconds."""
+
+    cp: lab_cpvip.ControlPlanes
+    limit: float = 60.0
+    results: list[tuple[float, str]] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def _run(self) -> None:
+        assert self.cp.client is not None
+        tls = ssl.create_default_context(cafile=str(self.cp.pki / "ca.crt"))
+        url = self.cp.vip_url()
+        end = time.monotonic() + self.limit
+        with netns.entered(self.cp.client.ns.name):
+            while not self._stop.is_set() and time.monotonic() < end:
+                started = time.monotonic()
+                try:
+                    with urllib.request.urlopen(url, context=tls, timeout=REQUEST_TIMEOUT) as r:
+                        bucket = "ok" if r.status == 200 else f"http_{r.status}"
+                except urllib.error.HTTPError as e:
+                    bucket = f"http_{e.code}"
+                except urllib.error.URLError as e:
+                    bucket = type(e.reason).__name__
+                except (TimeoutError, OSError) as e:
+                    bucket = type(e).__name__
+                self.results.append((started, bucket))
+                time.sleep(max(0.0, INTERVAL - (time.monotonic() - started)))
+
+    def __enter__(self) -> Client:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        assert self._thread is not None
+        self._thread.join(REQUEST_TIMEOUT + 5)
+
+    def buckets(self) -> collections.Counter[str]:
+        return collections.Counter(b for _, b in self.results)
+
+    def failures(self) -> int:
+        return sum(n for b, n in self.buckets().items() if b != "ok")
+
+    def outage(self) -> float:
+        """Seconds from the first failed request to the next good one after the last failure."""
+        bad = [t for t, b in self.results if b != "ok"]
+        if not bad:
+            return 0.0
+        after = [t for t, b in self.results if b == "ok" and t > bad[-1]]
+        return (after[0] if after else time.monotonic()) - bad[0]
+
+
+def wait_until(condition: object, within: float, interval: float = 0.05) -> float:
+    start = time.monotonic()
+    while time.monotonic() - start < within:
+        if condition():  # type: ignore[operator]
+            return time.monotonic() - start
+        time.sleep(interval)
+    raise AssertionError(f"not within {within}s")
+
+
+def one_holder(cp: lab_cpvip.ControlPlanes) -> lab_cpvip.Member:
+    holders = cp.holders()
+    assert len(holders) == 1, [m.name for m in holders]
+    return holders[0]
+
+
+def settled(cp: lab_cpvip.ControlPlanes, client_ok: bool = True) -> lab_cpvip.Member:
+    """Every apiserver healthy and one holder, unchanged for 1.5 s (longer than a handover)."""
+    deadline = time.monotonic() + 60
+    stable_since, last = time.monotonic(), None
+    while True:
+        assert time.monotonic() < deadline, [m.name for m in cp.holders()]
+        holders = cp.holders()
+        if len(holders) != 1 or holders != last or not all(cp.healthy(m) for m in cp.members):
+            stable_since, last = time.monotonic(), holders
+        elif time.monotonic() - stable_since >= 1.5:
+            break
+        time.sleep(0.1)
+    if client_ok:
+        with Client(cp, limit=3.0) as c:
+            time.sleep(0.5)
+        assert c.buckets()["ok"] > 0, c.buckets()
+    return one_holder(cp)
+
+
+@pytest.fixture(scope="module")
+def cp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[lab_cpvip.ControlPlanes]:
+    workdir = tmp_path_factory.mktemp("cpvip")
+    lab = topology.Lab.create(workdir / "lab")
+    try:
+        planes = lab_cpvip.ControlPlanes.create(lab, workdir / "cp")
+        try:
+            planes.start()
+            for m in planes.members:
+                planes.start_cpvip(m)
+            yield planes
+        finally:
+            planes.stop()
+    finally:
+        lab.destroy()
+
+
+def test_bootstrap_exactly_one_holder_and_the_vip_answers(cp: lab_cpvip.ControlPlanes) -> None:
+    settled(cp)
+    # Watch for longer than membership's detection bound (0.45 s) and a health period: it stays.
+    holder = one_holder(cp)
+    for _ in range(20):
+        assert cp.holders() == [holder]
+        time.sleep(0.05)
+
+
+def test_sigterm_hands_over_losing_at_most_the_request_in_flight(
+    cp: lab_cpvip.ControlPlanes,
+) -> None:
+    """The old owner keeps the VIP until the new one claims it, so no request finds nobody;
+    but a TCP connection open to the old owner when the client's ARP entry switches is reset
+    by the new owner (layer 2 cannot move a connection). The client sends one request at a
+    time, so at most one fails."""
+    owner = settled(cp)
+    with Client(cp, limit=20.0) as c:
+        time.sleep(0.5)
+        owner.signal("cpvip", signal.SIGTERM)
+        rc = owner.procs["cpvip"].wait(10)
+        wait_until(lambda: len(cp.holders()) == 1 and not owner.holds(cp.vip), 5)
+        time.sleep(1.0)
+    owner.procs.pop("cpvip")
+    assert rc == 0
+    new = one_holder(cp)
+    assert new is not owner
+    print("sigterm buckets", dict(c.buckets()))
+    assert c.failures() <= 1, c.buckets()
+    assert c.buckets()["ok"] > 20
+    cp.start_cpvip(owner)
+    settled(cp)
+
+
+def test_killed_apiserver_moves_the_vip(cp: lab_cpvip.ControlPlanes) -> None:
+    owner = settled(cp)
+    with Client(cp, limit=30.0) as c:
+        time.sleep(0.5)
+        owner.kill("kube-apiserver")
+        wait_until(lambda: len(cp.holders()) == 1 and not owner.holds(cp.vip), 5)
+        time.sleep(1.5)
+    print("kill buckets", dict(c.buckets()), "outage", round(c.outage(), 3))
+    assert one_holder(cp) is not owner
+    assert c.buckets()["ok"] > 20
+    # The last requests all succeed: the VIP serves again.
+    assert all(b == "ok" for _, b in c.results[-10:]), c.results[-10:]
+    assert c.outage() < 3.0, c.outage()
+    cp.start_apiserver(owner)
+    cp.wait_healthy(owner, 90)
+
+
+def test_sigstopped_apiserver_never_takes_the_vip(cp: lab_cpvip.ControlPlanes) -> None:
+    owner = settled(cp)
+    standbys = [m for m in cp.members if m is not owner]
+    stopped, other = standbys
+    with cp.paused(stopped):
+        time.sleep(1.5)  # > health_fall * (health_interval + health_timeout)
+        with Client(cp, limit=20.0) as c:
+            owner.signal("cpvip", signal.SIGTERM)
+            seen_on_stopped = 0
+            end = time.monotonic() + 4.0
+            while time.monotonic() < end:
+                seen_on_stopped += stopped.holds(cp.vip)
+                time.sleep(0.05)
+        assert owner.procs.pop("cpvip").wait(10) == 0
+        assert seen_on_stopped == 0
+        assert cp.holders() == [other]
+    print("sigstop buckets", dict(c.buckets()))
+    assert c.failures() <= 1, c.buckets()
+    cp.start_cpvip(owner)
+    settled(cp)
+
+
+def test_a_killed_holders_leftover_vip_is_removed_when_it_restarts(
+    cp: lab_cpvip.ControlPlanes,
+) -> None:
+    """SIGKILL leaves the VIP on the old holder's interface (nothing ran to remove it). Restarted
+    while its apiserver is unhealthy (so it must not own the VIP), it removes the leftover, and
+    exactly one node holds the VIP again."""
+    owner = settled(cp)
+    with cp.paused(owner):
+        owner.kill("cpvip")
+        assert owner.holds(cp.vip)  # the leftover this test is about
+        wait_until(lambda: any(m.holds(cp.vip) for m in cp.members if m is not owner), 5)
+        cp.start_cpvip(owner)
+        wait_until(lambda: not owner.holds(cp.vip), 10)
+        # Longer than a health period and membership's detection: it stays away.
+        for _ in range(30):
+            holders = cp.holders()
+            assert len(holders) == 1, [m.name for m in holders]
+            assert holders[0] is not owner
+            time.sleep(0.1)
+    settled(cp)
+
+
+def test_link_down_moves_the_vip(cp: lab_cpvip.ControlPlanes) -> None:
+    owner = settled(cp)
+    with Client(cp, limit=30.0) as c:
+        time.sleep(0.5)
+        owner.host.ns.ip("link", "set", owner.host.dev, "down")
+        try:
+            wait_until(lambda: any(m.holds(cp.vip) for m in cp.members if m is not owner), 5)
+            time.sleep(2.0)
+        finally:
+            owner.host.ns.ip("link", "set", owner.host.dev, "up")
+    print("link-down buckets", dict(c.buckets()), "outage", round(c.outage(), 3))
+    assert all(b == "ok" for _, b in c.results[-10:]), c.results[-10:]
+    assert c.outage() < 3.0, c.outage()
+    # Back on the LAN: exactly one holder again.
+    settled(cp)
+
+
+def test_generated_manifest_passes_a_server_side_dry_run(cp: lab_cpvip.ControlPlanes) -> None:
+    settled(cp, client_ok=False)
+    pod = manifest.static_pod(cp.vip, peers=[cp.address(m) for m in cp.members[1:]])
+    assert cp.client is not None
+    kubectl = [
+        str(cp.bin_dir / "kubectl"),
+        f"--kubeconfig={cp.workdir / 'vip.kubeconfig'}",
+    ]
+    # The lab runs no kube-controller-manager, which would create this service account.
+    sa = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}}
+    subprocess.run(
+        cp.client.ns.argv([*kubectl, "-n", "kube-system", "apply", "-f", "-"]),
+        input=yaml.safe_dump(sa).encode(),
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
+    out = subprocess.run(
+        cp.client.ns.argv([*kubectl, "apply", "--dry-run=server", "-f", "-"]),
+        input=yaml.safe_dump(pod).encode(),
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr.decode()
+    assert b"created (server dry run)" in out.stdout
+
+
+@pytest.fixture(scope="module")
+def cp6(
+    tmp_path_factory: pytest.TempPathFactory, cp: lab_cpvip.ControlPlanes
+) -> Iterator[lab_cpvip.ControlPlanes]:
+    """The same with an IPv6 VIP (its own lab; depends on `cp` only to run after it, so that
+    one control plane runs at a time)."""
+    cp.stop()
+    workdir = tmp_path_factory.mktemp("cpvip6")
+    lab = topology.Lab.create(workdir / "lab")
+    try:
+        planes = lab_cpvip.ControlPlanes.create(lab, workdir / "cp", vip=lab_cpvip.VIP_V6)
+        try:
+            planes.start()
+            for m in planes.members:
+                planes.start_cpvip(m)
+            yield planes
+        finally:
+            planes.stop()
+    finally:
+        lab.destroy()
+
+
+def test_ipv6_vip_moves_when_the_owners_apiserver_is_killed(
+    cp6: lab_cpvip.ControlPlanes,
+) -> None:
+    owner = settled(cp6)
+    out = owner.host.ns.ip("-6", "-o", "addr", "show", "dev", owner.host.dev)
+    vip_line = next(line for line in out.splitlines() if f" {cp6.vip}/" in line)
+    assert "tentative" not in vip_line  # added without DAD: usable at once
+    with Client(cp6, limit=30.0) as c:
+        time.sleep(0.5)
+        owner.kill("kube-apiserver")
+        wait_until(lambda: len(cp6.holders()) == 1 and not owner.holds(cp6.vip), 5)
+        time.sleep(1.5)
+    print("ipv6 kill buckets", dict(c.buckets()), "outage", round(c.outage(), 3))
+    assert one_holder(cp6) is not owner
+    assert all(b == "ok" for _, b in c.results[-10:]), c.results[-10:]
+    assert c.outage() < 3.0, c.outage()

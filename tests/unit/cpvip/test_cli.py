@@ -1,0 +1,40 @@
+"""`ironlb cpvip` with bad settings: one line naming the flag and its variable, exit status 2,
+no traceback (checked before anything touches the network)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from ironlb import cli
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--address=192.0.2.10/24"], "is a CIDR"),
+        (["--address=api.example.com"], "is a hostname"),
+        (["--address=192.0.2.10", "--mode=bgp"], "not implemented yet"),
+        (["--address=192.0.2.10", "--peers=node-2"], "not IP, IPv4:port or [IPv6]:port"),
+        (["--address=192.0.2.10", "--key-file=/nonexistent"], "no such file"),
+    ],
+)
+def test_bad_setting_is_one_line_and_exit_2(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    args: list[str],
+    expected: str,
+) -> None:
+    key = tmp_path / "key"
+    key.write_text("k" * 32)
+    monkeypatch.setattr(sys, "argv", ["ironlb", "cpvip", f"--key-file={key}", *args])
+    with pytest.raises(SystemExit) as exited:
+        cli.main()
+    assert exited.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert expected in lines[0]
+    assert "IRONLB_CPVIP_" in lines[0]

@@ -1,0 +1,60 @@
+"""`ironlb manifest cpvip`: a static Pod with host network, only NET_ADMIN/NET_RAW, key from the
+host; bad addresses refused in one line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from click.testing import CliRunner
+
+from ironlb import cli
+from ironlb.cpvip import manifest
+
+
+def test_static_pod_shape() -> None:
+    pod = manifest.static_pod("192.0.2.10", interface="eth0", peers=["192.0.2.3"])
+    assert pod["kind"] == "Pod"
+    assert pod["metadata"]["namespace"] == "kube-system"
+    spec = pod["spec"]
+    assert spec["hostNetwork"] is True
+    (container,) = spec["containers"]
+    assert container["args"][:2] == ["cpvip", "--address=192.0.2.10"]
+    assert "--interface=eth0" in container["args"]
+    assert "--peers=192.0.2.3" in container["args"]
+    caps = container["securityContext"]["capabilities"]
+    assert caps == {"drop": ["ALL"], "add": ["NET_ADMIN", "NET_RAW"]}
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    (mount,) = container["volumeMounts"]
+    assert mount["mountPath"] == "/etc/ironlb-cpvip/key"
+    assert "--key-file=/etc/ironlb-cpvip/key" in container["args"]
+    assert spec["volumes"][0]["hostPath"] == {"path": manifest.DEFAULT_KEY_PATH, "type": "File"}
+
+
+def test_cli_prints_yaml_and_refuses_a_cidr() -> None:
+    runner = CliRunner()
+    ok = runner.invoke(
+        cli.cli,
+        ["manifest", "cpvip", "--address", "2001:db8::10", "--peers", "2001:db8::3,2001:db8::4"],
+    )
+    assert ok.exit_code == 0, ok.output
+    pod = yaml.safe_load(ok.output)
+    assert pod["kind"] == "Pod"
+    args = pod["spec"]["containers"][0]["args"]
+    assert "--peers=2001:db8::3" in args
+    assert "--peers=2001:db8::4" in args
+    bad = runner.invoke(cli.cli, ["manifest", "cpvip", "--address", "192.0.2.10/24"])
+    assert bad.exit_code == 2
+    assert "CIDR" in bad.output
+
+
+def test_readme_cluster_api_snippet_is_a_kubeadm_control_plane() -> None:
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    section = readme.split("## Control-plane VIP", 1)[1].split("\n## ", 1)[0]
+    blocks = [b.split("```", 1)[0] for b in section.split("```yaml\n")[1:]]
+    docs = [yaml.safe_load(b) for b in blocks]
+    (kcp,) = [d for d in docs if d.get("kind") == "KubeadmControlPlane"]
+    assert kcp["apiVersion"].startswith("controlplane.cluster.x-k8s.io/")
+    files = {f["path"]: f for f in kcp["spec"]["kubeadmConfigSpec"]["files"]}
+    assert "/etc/kubernetes/manifests/ironlb-cpvip.yaml" in files
+    assert manifest.DEFAULT_KEY_PATH in files
