@@ -150,3 +150,41 @@ def test_webhook_and_lease() -> None:
     )
     assert lease == diagnosis.Controller(f"{NS}/ironlb-controller", "c1", NOW, 15.0)
     assert gather.lease(None, NS, "x").holder is None
+
+
+def test_status_lists_each_nodes_pod_cidr_routes_per_peer() -> None:
+    """`--advertise-pod-cidrs`: the node's own PodCIDRs among what its sessions carry, not
+    Service routes, not another node's PodCIDR."""
+    node = model.parse_node(
+        {
+            "metadata": {"name": "a"},
+            "spec": {"podCIDRs": ["198.51.100.0/24", "2001:db8:1::/64"]},
+        }
+    )
+    carrying = diagnosis.SessionReport(
+        "router",
+        "198.18.0.1",
+        "Established",
+        NOW - 300,
+        3,
+        ("198.18.0.240/32", "198.51.100.0/24", "203.0.113.0/24", "2001:db8:1::/64"),
+        None,
+    )
+    snap = snapshot()
+    snap = diagnosis.Snapshot(
+        services=snap.services,
+        config=snap.config,
+        namespace=NS,
+        nodes=(node,),
+        speakers={"a": diagnosis.SpeakerReport("a", key_id="k", sessions=(carrying,))},
+        now=NOW,
+    )
+    data = command.status_of(snap)
+    assert data["podCIDRRoutes"] == [
+        {"node": "a", "peer": "router", "prefix": "198.51.100.0/24", "state": "Established"},
+        {"node": "a", "peer": "router", "prefix": "2001:db8:1::/64", "state": "Established"},
+    ]
+    text = command.render_status(data, colour=False)
+    assert "PodCIDR routes" in text
+    assert "a     router  2001:db8:1::/64" in text
+    assert command.status_of(snapshot())["podCIDRRoutes"] == []

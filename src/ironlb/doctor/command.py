@@ -118,12 +118,35 @@ def status_of(snapshot: diagnosis.Snapshot) -> dict[str, Any]:
         "services": services,
         "speakers": speakers,
         "bgpSessions": sessions,
+        "podCIDRRoutes": _pod_cidr_routes(snapshot),
         "controller": {
             "lease": controller.lease if controller else None,
             "leader": controller.holder if controller else None,
             "renewed": _age(snapshot, controller.renewed) if controller else "-",
         },
     }
+
+
+def _pod_cidr_routes(snapshot: diagnosis.Snapshot) -> list[dict[str, str]]:
+    """Per node and peer, the node's own PodCIDRs (`spec.podCIDRs`) its BGP session carries
+    (`--advertise-pod-cidrs`)."""
+    own = {n.metadata.name: {_network(c) for c in n.spec.pod_cidrs} for n in snapshot.nodes}
+    routes = []
+    for node, report in sorted(snapshot.speakers.items()):
+        for s in report.sessions:
+            for prefix in s.advertised:
+                if _network(prefix) in own.get(node, set()):
+                    routes.append(
+                        {"node": node, "peer": s.peer, "prefix": prefix, "state": s.state}
+                    )
+    return routes
+
+
+def _network(prefix: str) -> str:
+    try:
+        return str(ipaddress.ip_network(prefix, strict=False))
+    except ValueError:
+        return prefix
 
 
 def _contains(prefix: str, ip: addresses.IP) -> bool:
@@ -251,6 +274,15 @@ def render_status(data: dict[str, Any], *, colour: bool) -> str:
                     ]
                     for s in data["bgpSessions"]
                 ],
+                colour=colour,
+            )
+        )
+    if data["podCIDRRoutes"]:
+        parts += ["", title("PodCIDR routes")]
+        parts.append(
+            table(
+                ["NODE", "PEER", "PODCIDR", "SESSION"],
+                [[r["node"], r["peer"], r["prefix"], r["state"]] for r in data["podCIDRRoutes"]],
                 colour=colour,
             )
         )
