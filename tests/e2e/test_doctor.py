@@ -312,6 +312,49 @@ async def test_speakers_with_different_membership_keys(
         doclab.speakers[2] = components.start_speaker(doclab.cluster, 2)
 
 
+async def test_speaker_without_a_membership_key_is_reported(
+    doclab: DoctorLab, admin: k8s.Client, namespace: str
+) -> None:
+    key = await service(admin, doclab, namespace, "nokey", ("node-1",))
+    await diagnosis_becomes(admin, key, lambda f: f == [])
+    doclab.speakers.pop(2).stop()
+    doclab.speakers[2] = components.start_speaker(
+        doclab.cluster, 2, extra=("--membership-secret=doctor-absent",), wait=False
+    )
+    try:
+        found = await diagnosis_becomes(
+            admin, key, lambda f: diagnosis.NO_MEMBERSHIP in causes(f), within=60
+        )
+        (finding,) = [f for f in found if f.cause == diagnosis.NO_MEMBERSHIP]
+        assert "speakers on node-2 run without membership" in finding.what
+        assert "node-1" not in finding.what
+    finally:
+        doclab.speakers.pop(2).stop()
+        doclab.speakers[2] = components.start_speaker(doclab.cluster, 2)
+    await diagnosis_becomes(admin, key, lambda f: f == [], within=60)
+
+
+async def test_rejected_configuration_is_reported(
+    doclab: DoctorLab, admin: k8s.Client, namespace: str
+) -> None:
+    key = await service(admin, doclab, namespace, "rejected", ("node-1",))
+    await diagnosis_becomes(admin, key, lambda f: f == [])
+    # Overlapping pools: no webhook in this lab, so the daemons reject it themselves.
+    kube.apply(doclab.cluster, kube.pool("doc-overlap", "198.18.0.150/31", module=MODULE))
+    try:
+        found = await diagnosis_becomes(
+            admin, key, lambda f: diagnosis.CONFIG_INVALID in causes(f), within=30
+        )
+        assert set(causes(found)) == {diagnosis.CONFIG_INVALID}
+        assert all("overlaps" in f.what for f in found), [f.line() for f in found]
+        assert any(f.subject.startswith("ConfigurationState/") for f in found)
+    finally:
+        doclab.cluster.kubectl(
+            "delete", "ipaddresspool", "doc-overlap", "-n", kube.CONFIG_NS, "--ignore-not-found"
+        )
+    await diagnosis_becomes(admin, key, lambda f: f == [], within=30)
+
+
 async def test_legacy_configmap_is_reported(
     doclab: DoctorLab, admin: k8s.Client, namespace: str
 ) -> None:
