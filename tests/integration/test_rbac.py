@@ -115,6 +115,8 @@ CONTROLLER = (
     Grant("coordination.k8s.io", "leases", ("get", "update"), NS, ("ironlb-controller",)),
     Grant("", "secrets", ("create",), NS),
     Grant("", "secrets", ("get", "update"), NS, ("ironlb-webhook-cert",)),
+    # A membership key left by MetalLB is adopted: its owner reference dropped (issue 13).
+    Grant("", "secrets", ("get", "patch"), NS, ("memberlist",)),
 )
 SPEAKER = (
     Grant("", "services", R, ANY),
@@ -133,6 +135,8 @@ SPEAKER = (
     Grant("metallb.io", "configurationstates", ("get", "create", "patch"), NS),
     Grant("metallb.io", "configurationstates/status", ("get", "create", "patch"), NS),
     Grant("", "secrets", R, NS),
+    # This node's SpeakerReport, one apply per change (ironlb status / doctor).
+    Grant("ironlb.io", "speakerreports", ("get", "create", "patch"), NS),
 )
 
 # Real requests for these resources (group, resource): the ones whose misuse would hurt most.

@@ -38,6 +38,9 @@ class Process:
     proc: subprocess.Popen[bytes]
     log: Path
     metrics_url: str
+    log_from: int = 0
+    """Where this process's lines start in `log` (a log file is shared by every process of the
+    same name in a lab: a restarted speaker, another module's controller)."""
 
     @property
     def alive(self) -> bool:
@@ -60,7 +63,10 @@ class Process:
         self.proc.wait(5)
 
     def log_text(self) -> str:
-        return self.log.read_text(errors="replace")
+        """What this process wrote to its log."""
+        with self.log.open("rb") as f:
+            f.seek(self.log_from)
+            return f.read().decode(errors="replace")
 
     def get(self, path: str, timeout: float = 2.0) -> tuple[int, str]:
         """GET one of its HTTP endpoints from inside its namespace."""
@@ -171,11 +177,19 @@ def start_controller(
         "--log-level=debug",
         *extra,
     ]
+    start = _log_size(log)
     proc = host.ns.spawn(argv, log=log)
-    process = Process(name, host.ns, proc, log, f"http://{host.ipv4}:{metrics_port}")
+    process = Process(name, host.ns, proc, log, f"http://{host.ipv4}:{metrics_port}", start)
     if wait:
         process.wait_ready()
     return process
+
+
+def _log_size(log: Path) -> int:
+    try:
+        return log.stat().st_size
+    except FileNotFoundError:
+        return 0
 
 
 def service_status(c: lab_cluster.Cluster, namespace: str, name: str) -> list[str]:
@@ -347,8 +361,9 @@ def start_speaker(
         "--log-level=debug",
         *extra,
     ]
+    start = _log_size(log)
     proc = host.ns.spawn(argv, log=log)
-    process = Process(f"speaker-{index}", host.ns, proc, log, f"http://{host.ipv4}:7472")
+    process = Process(f"speaker-{index}", host.ns, proc, log, f"http://{host.ipv4}:7472", start)
     if wait:
         process.wait_ready()
     return process

@@ -260,11 +260,8 @@ def crds(directory: str | None, kubeconfig: str | None, apply: bool) -> None:
         raise MigrateError("--apply needs the directory of ironlb's CRDs (the chart's crds/)")
 
     async def work(client: k8s.Client) -> None:
-        existing = [
-            c
-            for c in (await client.list_all(k8s.CRDS))[0]
-            if (c.get("spec") or {}).get("group") == "metallb.io"
-        ]
+        installed = (await client.list_all(k8s.CRDS))[0]
+        existing = [c for c in installed if (c.get("spec") or {}).get("group") == "metallb.io"]
         foreign = [(c, core.crd_takeover_problem(c)) for c in existing]
         foreign = [(c, p) for c, p in foreign if p is not None]
         for _, problem in foreign:
@@ -285,9 +282,9 @@ def crds(directory: str | None, kubeconfig: str | None, apply: bool) -> None:
             except k8s.ApiError as e:
                 raise MigrateError(f"replacing {name}: {e.message}") from None
             click.echo(f"replaced {name} with ironlb's", err=True)
-        # Kinds MetalLB does not have (ConfigurationState): Helm would create them, and so
-        # does this, so that the result is complete without Helm too.
-        have = {c["metadata"]["name"] for c in existing}
+        # Kinds MetalLB does not have (ConfigurationState, ironlb.io's SpeakerReport): Helm
+        # would create them, and so does this, so that the result is complete without Helm too.
+        have = {c["metadata"]["name"] for c in installed}
         for name, crd in sorted(ours.items()):
             if name not in have:
                 try:
