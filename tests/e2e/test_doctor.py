@@ -334,27 +334,6 @@ async def test_speaker_without_a_membership_key_is_reported(
     await diagnosis_becomes(admin, key, lambda f: f == [], within=60)
 
 
-async def test_rejected_configuration_is_reported(
-    doclab: DoctorLab, admin: k8s.Client, namespace: str
-) -> None:
-    key = await service(admin, doclab, namespace, "rejected", ("node-1",))
-    await diagnosis_becomes(admin, key, lambda f: f == [])
-    # Overlapping pools: no webhook in this lab, so the daemons reject it themselves.
-    kube.apply(doclab.cluster, kube.pool("doc-overlap", "198.18.0.150/31", module=MODULE))
-    try:
-        found = await diagnosis_becomes(
-            admin, key, lambda f: diagnosis.CONFIG_INVALID in causes(f), within=30
-        )
-        assert set(causes(found)) == {diagnosis.CONFIG_INVALID}
-        assert all("overlaps" in f.what for f in found), [f.line() for f in found]
-        assert any(f.subject.startswith("ConfigurationState/") for f in found)
-    finally:
-        doclab.cluster.kubectl(
-            "delete", "ipaddresspool", "doc-overlap", "-n", kube.CONFIG_NS, "--ignore-not-found"
-        )
-    await diagnosis_becomes(admin, key, lambda f: f == [], within=30)
-
-
 async def test_legacy_configmap_is_reported(
     doclab: DoctorLab, admin: k8s.Client, namespace: str
 ) -> None:
