@@ -72,7 +72,7 @@ def snapshot(n: int) -> tuple[diagnosis.Snapshot, int]:
                 "metadata": {"name": f"s{i:05d}", "namespace": "bench"},
                 "spec": {
                     "type": "LoadBalancer",
-                    "clusterIP": "10.96.0.1",
+                    "clusterIP": "198.18.96.1",
                     "ports": [{"port": 80}],
                     "selector": {"app": f"s{i}"},
                     **({"loadBalancerIP": "203.0.113.1"} if pending else {}),
@@ -92,7 +92,7 @@ def snapshot(n: int) -> tuple[diagnosis.Snapshot, int]:
                     },
                     "endpoints": [
                         {
-                            "addresses": ["10.244.0.1"],
+                            "addresses": ["198.19.0.1"],
                             "nodeName": node,
                             "conditions": {"ready": not broken},
                         }
