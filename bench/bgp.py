@@ -34,7 +34,7 @@ from ironlb.lab import cluster as lab_cluster
 from ironlb.lab import components, routers, topology
 
 NODES = (1, 2, 3)
-ROUTER_AS, NODE_AS = 64500, 64510
+ROUTER_AS, NODE_AS = common.ROUTER_AS, common.NODE_AS
 ROUTER_SETTLE = 3.0
 POOL_CIDR = "198.18.96.0/22"  # 1 024 addresses away from the lab LANs
 NS = "bench"
@@ -109,22 +109,7 @@ class Bench:
             self.speakers[i].wait_ready()
 
     def peer(self, bfd_profile: str = "", hold: str = "3s") -> None:
-        spec = {
-            "myASN": NODE_AS,
-            "peerASN": ROUTER_AS,
-            "holdTime": hold,
-            "peerAddress": topology.lan_addresses(topology.HOST_ROUTER)[0],
-        }
-        if bfd_profile:
-            spec["bfdProfile"] = bfd_profile
-        self.apply(
-            {
-                "apiVersion": "metallb.io/v1beta2",
-                "kind": "BGPPeer",
-                "metadata": {"name": "router", "namespace": CONFIG},
-                "spec": spec,
-            }
-        )
+        self.apply(common.router_peer(hold, bfd_profile))
 
     def router(self, profile: bfd.Profile | None) -> None:
         self.frr.stop()

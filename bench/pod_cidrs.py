@@ -31,7 +31,7 @@ from ironlb.lab import cluster as lab_cluster
 from ironlb.lab import components, routers, topology
 
 NODES = (1, 2, 3)
-ROUTER_AS, NODE_AS = 64500, 64510
+ROUTER_AS, NODE_AS = common.ROUTER_AS, common.NODE_AS
 CONFIG = lab_cluster.CONFIG_NAMESPACE
 TIMEOUT = 30.0
 POLL = 0.02
@@ -63,23 +63,7 @@ class Bench:
             self.speakers[i].wait_ready()
 
     def peer(self, bfd_profile: str = "", hold: str = "3s") -> None:
-        spec = {
-            "myASN": NODE_AS,
-            "peerASN": ROUTER_AS,
-            "holdTime": hold,
-            "connectTime": "1s",
-            "peerAddress": topology.lan_addresses(topology.HOST_ROUTER)[0],
-        }
-        if bfd_profile:
-            spec["bfdProfile"] = bfd_profile
-        self.apply(
-            {
-                "apiVersion": "metallb.io/v1beta2",
-                "kind": "BGPPeer",
-                "metadata": {"name": "router", "namespace": CONFIG},
-                "spec": spec,
-            }
-        )
+        self.apply(common.router_peer(hold, bfd_profile, connectTime="1s"))
 
     def router(self, profile: bfd.Profile | None) -> None:
         self.frr.stop()
