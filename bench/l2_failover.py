@@ -23,11 +23,9 @@ import statistics
 import sys
 import time
 
-import yaml
-
 import common  # first: it puts tests/ on the path, for support.traffic
 from ironlb.lab import cluster as lab_cluster
-from ironlb.lab import components, netns, topology
+from ironlb.lab import components, netns
 from support import traffic
 
 NODES = (1, 2, 3)
@@ -36,29 +34,10 @@ NODES = (1, 2, 3)
 class Bench:
     def __init__(self, c: lab_cluster.Cluster) -> None:
         self.c = c
-        self.hosts = {i: c.lab.add_node(i) for i in NODES}
-        self.client = c.lab.add_client()
-        self.procs: list[components.Process] = []
+        self.hosts, self.client, self.procs = common.layer2_service(c, NODES)
         self.speakers: dict[int, components.Process] = {}
         self.lost_in_kills = 0
         self.sent_in_kills = 0
-        for i, host in self.hosts.items():
-            components.register_node(c, i, host)
-            self.procs.append(components.start_backend(c, host))
-        self.procs.append(components.start_controller(c))
-        c.kubectl("apply", "-f", str(lab_cluster.DEPLOY / "examples" / "lab-l2.yaml"))
-        service = {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {"name": "bench", "namespace": "default"},
-            "spec": {
-                "type": "LoadBalancer",
-                "selector": {"app": "bench"},
-                "ports": [{"port": 80, "targetPort": topology.BACKEND_PORT}],
-            },
-        }
-        c.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(service))
-        components.endpoints(c, "default", "bench", [f"node-{i}" for i in NODES])
         self.start_speakers(NODES)
         self.ip = self.wait_for_address()
 

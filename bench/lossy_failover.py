@@ -25,11 +25,9 @@ import statistics
 import sys
 import time
 
-import yaml
-
 import common  # first: it puts tests/ on the path, for support.ownership
 from ironlb.lab import cluster as lab_cluster
-from ironlb.lab import components, faults, topology
+from ironlb.lab import components, faults
 from support import ownership
 
 NODES = (1, 2, 3)
@@ -39,28 +37,9 @@ LOSS = 30.0
 class Bench:
     def __init__(self, c: lab_cluster.Cluster) -> None:
         self.c = c
-        self.hosts = {i: c.lab.add_node(i) for i in NODES}
-        self.client = c.lab.add_client()
-        self.procs: list[components.Process] = []
+        self.hosts, self.client, self.procs = common.layer2_service(c, NODES)
         self.speakers: dict[int, components.Process] = {}
         self.extra: tuple[str, ...] = ()
-        for i, host in self.hosts.items():
-            components.register_node(c, i, host)
-            self.procs.append(components.start_backend(c, host))
-        self.procs.append(components.start_controller(c))
-        c.kubectl("apply", "-f", str(lab_cluster.DEPLOY / "examples" / "lab-l2.yaml"))
-        service = {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {"name": "bench", "namespace": "default"},
-            "spec": {
-                "type": "LoadBalancer",
-                "selector": {"app": "bench"},
-                "ports": [{"port": 80, "targetPort": topology.BACKEND_PORT}],
-            },
-        }
-        c.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(service))
-        components.endpoints(c, "default", "bench", [f"node-{i}" for i in NODES])
         self.ip = ""
         self.node_of = {host.mac: i for i, host in self.hosts.items()}
 
