@@ -11,7 +11,7 @@ from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface
 import pytest
 
 from ironlb.lab import netns, topology
-from ironlb.net import links
+from ironlb.net import links, neighbours
 
 pytestmark = pytest.mark.e2e
 
@@ -175,3 +175,17 @@ async def test_route_source_is_the_interface_and_address_the_kernel_would_use(
 
 def eth0_index(monitor: links.Monitor) -> int:
     return next(link.index for link in monitor.links.values() if link.name == "eth0")
+
+
+async def test_neighbours_maps_a_peer_node_address_to_its_mac(lab: topology.Lab) -> None:
+    """What the speaker asks when another host answers a probe: whose MAC is it? A peer node
+    the node has talked to is in the kernel's neighbour table (both families); an address it
+    never talked to is not."""
+    one, two = lab.add_node(1), lab.add_node(2)
+    one.ns.run("ping", "-c", "1", "-W", "2", two.ipv4)
+    one.ns.run("ping", "-6", "-c", "1", "-W", "2", two.ipv6)
+    never = IPv4Address("198.18.0.99")
+    with netns.entered(one.name):
+        found = await neighbours.macs([IPv4Address(two.ipv4), IPv6Address(two.ipv6), never])
+        assert await neighbours.macs([]) == {}
+    assert found == {IPv4Address(two.ipv4): two.mac, IPv6Address(two.ipv6): two.mac}

@@ -10,6 +10,9 @@ Per address one `State`, changed only through `TABLE` (an input a state does not
 - WITHDRAWN: not answering (also every address the core does not know).
 - HELD: this node owns the address but may not take it yet (the speaker is settling).
 - PROBING: first announcement: an RFC 5227 probe / RFC 4862 DAD runs on the first interface.
+  An answer from another node of this cluster (the shell maps the MAC to a member) is a
+  takeover, not a refusal: that node announced the address before (an earlier owner, or the
+  load balancer ironlb replaces, still running during a migration).
 - REFUSED: another host answered the probe (or the I/O failed); probed again at `retry_at`,
   or announced at once when another node is known to have announced it since.
 - ANNOUNCING: answering on its interfaces, gratuitous ARP/NA repeated per the schedule.
@@ -70,6 +73,10 @@ class Input(enum.Enum):
     DRAIN = enum.auto()
     PROBE_CLEAR = enum.auto()
     PROBE_FOREIGN = enum.auto()
+    PROBE_MEMBER = enum.auto()
+    """Another node of this cluster answered the probe: it announced the address before (an
+    earlier owner, or the load balancer ironlb replaces, running on that node). A takeover, as
+    when a node is known to have announced it; not a stranger's address."""
     FAILED = enum.auto()
     """The shell could not probe or answer (an OSError)."""
     RETRY_DUE = enum.auto()
@@ -109,7 +116,7 @@ class IllegalTransition(RuntimeError):
 S, In, E = State, Input, Effect
 _STAY: dict[State, Transition] = {s: Transition(s) for s in State}
 _IDLE = (S.WITHDRAWN, S.HELD)
-_STALE = (In.PROBE_CLEAR, In.PROBE_FOREIGN, In.FAILED, In.CLAIMED)
+_STALE = (In.PROBE_CLEAR, In.PROBE_FOREIGN, In.PROBE_MEMBER, In.FAILED, In.CLAIMED)
 
 TABLE: dict[tuple[State, Input], Transition] = {
     **{(s, In.WANT_CLEARED): Transition(S.ANNOUNCING, (E.ANSWER,)) for s in _IDLE},
@@ -121,6 +128,7 @@ TABLE: dict[tuple[State, Input], Transition] = {
     # A clean probe is a fact about the LAN whatever the state: remembered (settling must not
     # make every node probe again at once when it ends, and refuse each other's probes).
     **{(s, In.PROBE_CLEAR): Transition(s, (E.MARK_CLEARED,)) for s in _IDLE},
+    **{(s, In.PROBE_MEMBER): Transition(s, (E.MARK_CLEARED,)) for s in _IDLE},
     **{(s, i): _STAY[s] for s in _IDLE for i in (In.PROBE_FOREIGN, In.FAILED, In.CLAIMED)},
     # PROBING: settling lets the probe run on; losing the address abandons it.
     (S.PROBING, In.WANT_CLEARED): Transition(S.ANNOUNCING, (E.ANSWER,)),
@@ -131,6 +139,7 @@ TABLE: dict[tuple[State, Input], Transition] = {
     (S.PROBING, In.DRAIN): Transition(S.WITHDRAWN),
     (S.PROBING, In.PROBE_CLEAR): Transition(S.HELD, (E.MARK_CLEARED, E.REEVALUATE)),
     (S.PROBING, In.PROBE_FOREIGN): Transition(S.REFUSED, (E.WARN_IN_USE, E.ARM_RETRY_IN_USE)),
+    (S.PROBING, In.PROBE_MEMBER): Transition(S.HELD, (E.MARK_CLEARED, E.REEVALUATE)),
     (S.PROBING, In.FAILED): Transition(S.REFUSED, (E.ARM_RETRY_FAILED,)),
     (S.PROBING, In.CLAIMED): _STAY[S.PROBING],
     # REFUSED: the retry timer ends a refusal, or another node announcing the address since
@@ -155,6 +164,7 @@ TABLE: dict[tuple[State, Input], Transition] = {
     (S.ANNOUNCING, In.FAILED): Transition(S.REFUSED, (E.STOP, E.ARM_RETRY_FAILED)),
     (S.ANNOUNCING, In.PROBE_CLEAR): _STAY[S.ANNOUNCING],
     (S.ANNOUNCING, In.PROBE_FOREIGN): _STAY[S.ANNOUNCING],
+    (S.ANNOUNCING, In.PROBE_MEMBER): _STAY[S.ANNOUNCING],
     # HANDING_OVER: plans no longer matter; the new owner's claim or the timeout ends it.
     **{
         (S.HANDING_OVER, i): _STAY[S.HANDING_OVER]
@@ -172,6 +182,7 @@ TABLE: dict[tuple[State, Input], Transition] = {
     (S.HANDING_OVER, In.FAILED): Transition(S.WITHDRAWN, (E.STOP,)),
     (S.HANDING_OVER, In.PROBE_CLEAR): _STAY[S.HANDING_OVER],
     (S.HANDING_OVER, In.PROBE_FOREIGN): _STAY[S.HANDING_OVER],
+    (S.HANDING_OVER, In.PROBE_MEMBER): _STAY[S.HANDING_OVER],
 }
 """(state, input) -> next state and effects. Pairs not listed are illegal."""
 
@@ -459,14 +470,25 @@ class Announcer:
         return actions + self.tick(now)
 
     def probed(
-        self, now: float, address: addresses.IP, foreign: str | None, *, failed: str = ""
+        self,
+        now: float,
+        address: addresses.IP,
+        foreign: str | None,
+        *,
+        member: str | None = None,
+        failed: str = "",
     ) -> list[Action]:
-        """A probe ended: `foreign` is the other host's MAC (None: nobody answered)."""
+        """A probe ended: `foreign` is the other host's MAC (None: nobody answered), `member` the
+        node of this cluster that MAC belongs to, if the shell knows it."""
         if failed:
-            event = Input.FAILED
+            event, detail = Input.FAILED, failed
+        elif foreign is None:
+            event, detail = Input.PROBE_CLEAR, ""
+        elif member is not None:
+            event, detail = Input.PROBE_MEMBER, member
         else:
-            event = Input.PROBE_CLEAR if foreign is None else Input.PROBE_FOREIGN
-        return self._fire(address, event, now, detail=foreign or failed) + self.tick(now)
+            event, detail = Input.PROBE_FOREIGN, foreign
+        return self._fire(address, event, now, detail=detail) + self.tick(now)
 
     def failed(self, now: float, address: addresses.IP, why: str) -> list[Action]:
         """Answering for `address` failed (an interface vanished under the shell)."""
@@ -623,7 +645,8 @@ class Announcer:
                 a.handover_until = now + t.handover_timeout
             elif effect is Effect.REEVALUATE:
                 a.retry_at = None
-                actions += self._evaluate(ip, now, None)
+                taking_over_from = detail if event is Input.PROBE_MEMBER else None
+                actions += self._evaluate(ip, now, taking_over_from)
         return actions
 
     def _answer(

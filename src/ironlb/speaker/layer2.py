@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 from prometheus_client import Counter, Gauge
 
@@ -76,8 +76,10 @@ class Layer2:
         service: Callable[[model.ServiceKey], model.Service | None],
         announced_by: Callable[[Iterable[model.ServiceKey]], set[str]],
         answering_changed: Callable[[], None] = lambda: None,
+        member_with_mac: Callable[[str], Awaitable[str | None]] | None = None,
     ) -> None:
         self._node = node
+        self._member_with_mac = member_with_mac
         self._events = recorder
         self._service = service
         self._announced_by = announced_by
@@ -274,12 +276,25 @@ class Layer2:
             failed = f"probe failed: {e}"
         finally:
             self._probing.pop(ip, None)
+        member = None
         if foreign is None:
             self._in_use_by.pop(ip, None)
         else:
-            self._in_use_by[ip] = foreign
-        now = time.monotonic()
-        self._feed(self.core.probed(now, ip, str(foreign) if foreign else None, failed=failed))
+            member = await self._member(str(foreign))
+            if member is None:
+                self._in_use_by[ip] = foreign
+        mac = str(foreign) if foreign else None
+        self._feed(self.core.probed(time.monotonic(), ip, mac, member=member, failed=failed))
+
+    async def _member(self, mac: str) -> str | None:
+        """The node of this cluster whose MAC `mac` is, if the speaker can tell."""
+        if self._member_with_mac is None:
+            return None
+        try:
+            return await self._member_with_mac(mac)
+        except (OSError, net_links.NetlinkFailure) as e:  # not knowing: a refusal, the safe side
+            log.debug("cannot tell whose MAC %s is: %s", mac, e)
+            return None
 
     async def _answer(self, action: announcer.Answer) -> None:
         ip = action.address

@@ -40,6 +40,7 @@ from ironlb.membership import model as member_model
 from ironlb.membership import settings as member_settings
 from ironlb.membership import states, transport, wire
 from ironlb.net import links as net_links
+from ironlb.net import neighbours
 from ironlb.speaker import bgp, layer2, metrics, secrets, status
 from ironlb.speaker import settings as settings_
 
@@ -161,6 +162,7 @@ class Speaker:
             service=self._service,
             announced_by=self.l2_status.recorded_by,
             answering_changed=self._answering_changed,
+            member_with_mac=self._node_with_mac,
         )
         self.state = configstate.Reporter(
             client,
@@ -217,6 +219,22 @@ class Speaker:
                     ipaddress.ip_address(ip), self.settings.membership_port
                 )
         return peers
+
+    async def _node_with_mac(self, mac: str) -> str | None:
+        """The other node whose address the kernel's neighbour table maps to `mac` (membership
+        traffic keeps an entry for every peer on a shared segment); None if none does."""
+        by_ip: dict[ipaddress.IPv4Address | ipaddress.IPv6Address, str] = {}
+        for name, node in self.nodes.items.items():
+            if name == self.node:
+                continue
+            for a in node.status.addresses:
+                try:
+                    by_ip[ipaddress.ip_address(a.address)] = name
+                except ValueError:
+                    continue
+        found = await neighbours.macs(by_ip)
+        wanted = mac.lower()
+        return next((by_ip[ip] for ip in sorted(found, key=str) if found[ip] == wanted), None)
 
     def _node_changed(self, _key: str) -> None:
         if self.members is not None:

@@ -225,6 +225,35 @@ def test_a_node_announcing_it_since_ends_a_refusal() -> None:
     assert of(actions, announcer.Answer) == [announcer.Answer(IP, ("eth0",), (SVC,), True)]
 
 
+def test_a_probe_answered_by_another_node_of_the_cluster_is_a_takeover() -> None:
+    """During a migration the load balancer ironlb replaces still answers from its node, and
+    its status objects may be gone or not yet seen: an answer from a cluster node's MAC means
+    that node announced the address before, so this node takes it over at once (with its
+    gratuitous repeats) instead of refusing it for `retry_in_use`."""
+    core = started()
+    core.plan(1.0, {IP: target()})
+    actions = core.probed(1.5, IP, "02:00:5e:00:00:02", member="node-2")
+    assert of(actions, announcer.Warn) == []
+    assert of(actions, announcer.Answer) == [
+        announcer.Answer(IP, ("eth0",), (SVC,), True, "node-2")
+    ]
+    assert of(actions, announcer.Gratuitous) == [announcer.Gratuitous(IP, ("eth0",))]
+    assert core.state(IP) is S.ANNOUNCING
+    # The same MAC unknown to the shell is a stranger: refused.
+    other = started()
+    other.plan(1.0, {IP: target()})
+    other.probed(1.5, IP, "02:00:5e:00:00:02")
+    assert other.state(IP) is S.REFUSED
+
+
+def test_a_member_answer_after_the_address_left_is_remembered_not_acted_on() -> None:
+    core = started()
+    core.plan(1.0, {IP: target()})
+    core.plan(1.2, {}, {IP: "node-3"})
+    assert core.probed(1.5, IP, "02:00:5e:00:00:02", member="node-2") == []
+    assert core.state(IP) is S.WITHDRAWN
+
+
 def test_a_failed_probe_is_retried_soon() -> None:
     core = started()
     core.plan(1.0, {IP: target()})
@@ -399,7 +428,9 @@ STEPS = st.lists(
             st.dictionaries(st.sampled_from(POOL), st.tuples(IFACES, st.booleans())),
             st.dictionaries(st.sampled_from(POOL), st.sampled_from(["node-2", None])),
         ),
-        st.tuples(st.just("probed"), st.sampled_from(POOL), st.booleans()),
+        st.tuples(
+            st.just("probed"), st.sampled_from(POOL), st.sampled_from([None, "stranger", "node-2"])
+        ),
         st.tuples(st.just("claimed"), st.sampled_from(POOL)),
         st.tuples(st.just("failed"), st.sampled_from(POOL)),
         st.tuples(st.just("wait"), st.floats(0.0, 40.0)),
@@ -465,13 +496,17 @@ def test_properties_over_random_inputs(steps: list[tuple[object, ...]]) -> None:
             known_at.update({ip: now for ip, t in mine.items() if t.known})
             check(core.plan(now, mine, others))
         elif kind == "probed":
-            ip, foreign = step[1], step[2]
+            ip, who = step[1], step[2]
             assert isinstance(ip, IPv4Address | IPv6Address)
             if ip in probing:
                 probing.discard(ip)
                 was_probing = core.state(ip) is S.PROBING
-                check(core.probed(now, ip, "02:00:5e:00:00:99" if foreign else None))
-                if foreign and was_probing:
+                member = who if who not in (None, "stranger") else None
+                if member is not None:
+                    known_at[ip] = now  # a node of the cluster answered: it announced it
+                mac = "02:00:5e:00:00:99" if who is not None else None
+                check(core.probed(now, ip, mac, member=member))
+                if who == "stranger" and was_probing:
                     refused_at[ip] = now
         elif kind == "claimed":
             ip = step[1]
