@@ -59,7 +59,7 @@ async def ensure_membership_secret(client: k8s.Client, settings: settings_.Setti
             problem: Exception = e
         except k8s.Unreachable as e:
             problem = e
-        delay = retry.next_delay(random.random()) or 10.0
+        delay = retry.next_wait(random.random())
         log.warning("membership Secret not ensured (%s); retrying in %.1fs", problem, delay)
         await asyncio.sleep(delay)
 
@@ -172,7 +172,7 @@ class _Replica:
                 await certs.ensure(may_rotate=False)
                 break
             except (k8s.ApiError, k8s.Unreachable) as e:
-                delay = retry.next_delay(random.random()) or 10.0
+                delay = retry.next_wait(random.random())
                 log.warning("webhook certificate not ready (%s); retrying in %.1fs", e, delay)
                 await asyncio.sleep(delay)
         try:
