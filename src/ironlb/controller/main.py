@@ -16,23 +16,20 @@ import base64
 import logging
 import random
 import secrets
-import signal
 
 from ironlb.controller import allocation, metrics, webhook
 from ironlb.controller import settings as settings_
 from ironlb.core import backoff, migrate
+from ironlb.daemon import lifecycle
 from ironlb.k8s import client as k8s
 from ironlb.k8s import events, leader, serving
 
 log = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE = 10.0
+"""Seconds for the shutdown phases in all (the Pod's grace period is longer)."""
 LOST_LEADERSHIP = 1
 """Exit status after losing the Lease (the kubelet restarts the container)."""
-
-
-class _Stop(Exception):
-    """Raised inside the task group to end it after a graceful shutdown."""
 
 
 async def ensure_membership_secret(client: k8s.Client, settings: settings_.Settings) -> None:
@@ -62,7 +59,7 @@ async def ensure_membership_secret(client: k8s.Client, settings: settings_.Setti
             problem: Exception = e
         except k8s.Unreachable as e:
             problem = e
-        delay = retry.next_delay(random.random()) or 10.0
+        delay = retry.next_wait(random.random())
         log.warning("membership Secret not ensured (%s); retrying in %.1fs", problem, delay)
         await asyncio.sleep(delay)
 
@@ -79,10 +76,34 @@ async def _release_membership_secret(client: k8s.Client, settings: settings_.Set
 
 
 async def run(settings: settings_.Settings) -> int:
-    async with k8s.Client.from_config(settings.kubeconfig) as client:
-        recorder = events.Recorder(client, "ironlb.io/controller", settings.identity)
-        allocations = allocation.Allocations(client, settings, recorder)
-        election = leader.LeaderElection(
+    life = lifecycle.Lifecycle("controller", grace=SHUTDOWN_GRACE)
+    replica = _Replica(settings, life)
+    return await life.serve(
+        [
+            lifecycle.Phase("connect to the API server", replica.connect),
+            lifecycle.Phase("start caches, webhook, probes and the election", replica.start),
+        ],
+        [
+            lifecycle.Phase("finish the reconciles in flight", replica.finish_work),
+            lifecycle.Phase("hand the Lease over", replica.release),
+            lifecycle.Phase("flush Events", replica.flush),
+        ],
+    )
+
+
+class _Replica:
+    """One controller replica's parts, built once the API client exists."""
+
+    def __init__(self, settings: settings_.Settings, life: lifecycle.Lifecycle) -> None:
+        self.settings = settings
+        self.life = life
+
+    async def connect(self) -> None:
+        settings = self.settings
+        self.client = client = await self.life.enter(k8s.Client.from_config(settings.kubeconfig))
+        self.recorder = events.Recorder(client, "ironlb.io/controller", settings.identity)
+        self.allocations = allocation.Allocations(client, settings, self.recorder)
+        self.election = leader.LeaderElection(
             client,
             settings.namespace,
             settings.lease_name,
@@ -91,97 +112,82 @@ async def run(settings: settings_.Settings) -> int:
             renew_deadline=settings.lease_duration * 2 / 3,
             retry_period=settings.lease_duration / 7.5,
         )
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-
-        certs = webhook.Certificates(client, settings) if settings.webhook_port else None
-        webhook_server = serving.Server(
+        self.certs = webhook.Certificates(client, settings) if settings.webhook_port else None
+        self.webhook_server = serving.Server(
             settings.listen_address,
             settings.webhook_port,
-            {"/validate": webhook.Admission(allocations.config.objects, settings).handle},
-            tls=certs.context if certs is not None else None,
+            {"/validate": webhook.Admission(self.allocations.config.objects, settings).handle},
+            tls=self.certs.context if self.certs is not None else None,
         )
 
-        def ready() -> str | None:
-            problem = allocations.ready()
-            if problem is not None or certs is None:
-                return problem
-            if not webhook_server.bound.is_set():
-                return "webhook not listening yet"
-            return certs.untrusted
+    def ready(self) -> str | None:
+        problem = self.allocations.ready()
+        if problem is not None or self.certs is None:
+            return problem
+        if not self.webhook_server.bound.is_set():
+            return "webhook not listening yet"
+        return self.certs.untrusted
 
+    async def start(self) -> None:
+        settings, life = self.settings, self.life
+        life.start("events", self.recorder.run())
+        life.start("membership secret", ensure_membership_secret(self.client, settings))
+        for cache in self.allocations.caches:
+            life.start(f"cache {cache.name}", cache.run())
+        life.start("configuration", self.allocations.watch_config())
+        if self.certs is not None:
+            life.start("webhook", self.serve_webhook(self.certs))
         routes: dict[str, serving.Handler] = {
             "/metrics": serving.metrics,
             "/healthz": serving.probe(lambda: None),
-            "/readyz": serving.probe(ready),
+            "/readyz": serving.probe(self.ready),
         }
-        lost: list[BaseException] = []
+        server = serving.Server(settings.listen_address, settings.metrics_port, routes)
+        life.start("metrics and probes", server.serve())
+        life.start("leader", self.lead())
 
-        async def lead() -> None:
-            await election.acquire()
-            metrics.IS_LEADER.set(1)
-            log.info("leading as %s", settings.identity)
-            try:
-                async with asyncio.TaskGroup() as tg:
-                    tg.create_task(election.keep_renewing())
-                    tg.create_task(allocations.lead())
-            except* leader.LostLeadership as group:
-                # Allocating on would race the new leader: stop everything, as SIGTERM does
-                # but without handing over a Lease that is no longer ours.
-                metrics.IS_LEADER.set(0)
-                lost.append(group.exceptions[0])
-                raise _Stop from None
-
-        async def serve_webhook(certs: webhook.Certificates) -> None:
-            retry = backoff.Backoff(backoff.RECONCILE)
-            while True:
-                try:
-                    await certs.ensure(may_rotate=False)
-                    break
-                except (k8s.ApiError, k8s.Unreachable) as e:
-                    delay = retry.next_delay(random.random()) or 10.0
-                    log.warning("webhook certificate not ready (%s); retrying in %.1fs", e, delay)
-                    await asyncio.sleep(delay)
-            try:
-                async with asyncio.TaskGroup() as tg:
-                    tg.create_task(certs.keep_current(election.leading.is_set))
-                    tg.create_task(webhook_server.serve())
-            finally:
-                certs.close()
-
-        async def shutdown() -> None:
-            await stop.wait()
-            log.info("shutting down")
-            allocations.queue.close()
-            try:
-                async with asyncio.timeout(SHUTDOWN_GRACE):
-                    await allocations.queue.idle()
-                    await election.release()
-                    await recorder.flush()
-            except TimeoutError:
-                log.warning("shutdown grace period over; exiting with work in flight")
-            raise _Stop
-
-        exit_code = 0
+    async def lead(self) -> None:
+        await self.election.acquire()
+        metrics.IS_LEADER.set(1)
+        log.info("leading as %s", self.settings.identity)
+        lost: BaseException | None = None
         try:
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(shutdown())
-                tg.create_task(recorder.run())
-                tg.create_task(ensure_membership_secret(client, settings))
-                for cache in allocations.caches:
-                    tg.create_task(cache.run())
-                tg.create_task(allocations.watch_config())
-                if certs is not None:
-                    tg.create_task(serve_webhook(certs))
-                tg.create_task(
-                    serving.Server(settings.listen_address, settings.metrics_port, routes).serve()
-                )
-                tg.create_task(lead())
-        except* _Stop:
-            pass
-        if lost:
-            log.error("lost leadership (%s): exiting so that a restart starts clean", lost[0])
-            exit_code = LOST_LEADERSHIP
-    return exit_code
+                tg.create_task(self.election.keep_renewing(), name="renew the Lease")
+                tg.create_task(self.allocations.lead(), name="allocate")
+        except* leader.LostLeadership as group:
+            lost = group.exceptions[0]
+        if lost is not None:
+            # Allocating on would race the new leader: stop everything, as SIGTERM does but
+            # without handing over a Lease that is no longer ours.
+            metrics.IS_LEADER.set(0)
+            raise lifecycle.Exit(
+                LOST_LEADERSHIP, f"lost leadership ({lost}): exiting so that a restart starts clean"
+            )
+
+    async def serve_webhook(self, certs: webhook.Certificates) -> None:
+        retry = backoff.Backoff(backoff.RECONCILE)
+        while True:
+            try:
+                await certs.ensure(may_rotate=False)
+                break
+            except (k8s.ApiError, k8s.Unreachable) as e:
+                delay = retry.next_wait(random.random())
+                log.warning("webhook certificate not ready (%s); retrying in %.1fs", e, delay)
+                await asyncio.sleep(delay)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(certs.keep_current(self.election.leading.is_set), name="certificate")
+                tg.create_task(self.webhook_server.serve(), name="webhook server")
+        finally:
+            certs.close()
+
+    async def finish_work(self) -> None:
+        self.allocations.queue.close()
+        await self.allocations.queue.idle()
+
+    async def release(self) -> None:
+        await self.election.release()
+
+    async def flush(self) -> None:
+        await self.recorder.flush()

@@ -61,6 +61,14 @@ class Backoff:
             delay = min(retry_after, self.policy.cap)
         return delay
 
+    def next_wait(self, jitter: float) -> float:
+        """`next_delay` for a policy that never gives up (no `max_attempts`)."""
+        if self.policy.max_attempts is not None:
+            raise ValueError("next_wait is for policies without max_attempts")
+        delay = self.next_delay(jitter)
+        assert delay is not None
+        return delay
+
     def reset(self) -> None:
         self.attempts = 0
 

@@ -135,11 +135,6 @@ class Transport:
         """Publish new meta with the next packets."""
         self._core.set_meta(meta)
 
-    def mark_left(self, name: election.NodeName) -> None:
-        """Out-of-band news that `name` is gone (its Node was deleted, say)."""
-        self._core.mark_left(name, time.monotonic())
-        self._after([])
-
     async def leave(self, grace: float = 0.5) -> None:
         """Say goodbye to every member, and return once the kernel has taken every packet, or
         after `grace` seconds. The transport sends and accepts nothing afterwards."""

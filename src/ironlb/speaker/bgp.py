@@ -215,7 +215,7 @@ class Bgp:
             )
         return base64.b64decode(value).decode()
 
-    async def _peer_config(
+    def _peer_config(
         self, peer: config.BGPPeer, node: model.Node, cfg: config.Config
     ) -> tuple[speaker.PeerConfig, bfd.Profile | None]:
         spec = peer.spec
@@ -313,7 +313,7 @@ class Bgp:
             await self._stop_listening()
         for name, peer in plan.peers.items():
             try:
-                wanted, profile = await self._peer_config(peer, node, cfg)
+                wanted, profile = self._peer_config(peer, node, cfg)
             except (PeerError, ValueError) as e:
                 if self.problems.get(name) != str(e):
                     log.error("BGPPeer %s: %s", name, e)

@@ -67,3 +67,10 @@ def test_named_policies_say_who_gives_up() -> None:
 
 def _bases(policy: backoff.Policy, n: int) -> list[float]:
     return [policy.initial * policy.factor**i for i in range(n)]
+
+
+def test_next_wait_is_for_policies_that_never_give_up() -> None:
+    forever = backoff.Backoff(backoff.RECONCILE)
+    assert [forever.next_wait(1.0) for _ in range(3)] == [0.5, 1.0, 2.0]
+    with pytest.raises(ValueError, match="max_attempts"):
+        backoff.Backoff(backoff.API_CALL).next_wait(1.0)

@@ -1,0 +1,1 @@
+"""What every long-running ironlb process shares: its lifecycle (startup -> run -> shutdown)."""
