@@ -14,8 +14,10 @@ caller supplies.
 Deliberate choices, all within what RFC 4271 allows:
 - No DelayOpen, no DampPeerOscillations. Instead of an unbounded immediate restart, every
   automatic drop to Idle arms the IdleHoldTimer from `ironlb.core.backoff`, whose expiry is an
-  AutomaticStart (RFC 4271 §8.1.1 optional attributes). The backoff resets when the session
-  reaches Established. ManualStop never restarts by itself.
+  AutomaticStart (RFC 4271 §8.1.1 optional attributes). The backoff starts over only after a
+  session stayed Established for `Timers.stable_time` (30 s): a peer that ends every session
+  right after it came up (a malformed UPDATE, a NOTIFICATION after our first routes) is retried
+  ever more slowly, not at the shortest interval for ever. ManualStop never restarts by itself.
 - RFC events 14, 16 and 17 (a TCP connection came up, whoever opened it) are one event: the
   table treats them alike. Events 24 and 25 (NOTIFICATION received) are one event too: a
   NOTIFICATION is never answered with a NOTIFICATION, also in OpenSent.
@@ -257,6 +259,8 @@ class Timers:
     """Seconds before a connection attempt is abandoned and retried (MetalLB connectTime)."""
     idle_hold: backoff.Policy = _IDLE_HOLD
     """Wait in Idle before restarting automatically after a drop; grows with each failure."""
+    stable_time: float = 30.0
+    """Seconds a session must stay Established before the idle-hold backoff starts over."""
 
     def __post_init__(self) -> None:
         if self.hold_time != 0 and not 3 <= self.hold_time <= 0xFFFF:
@@ -270,6 +274,8 @@ class Timers:
             )
         if self.connect_retry_time <= 0:
             raise ValueError("connect retry time must be positive")
+        if self.stable_time < 0:
+            raise ValueError("stable time must not be negative")
 
 
 class Timer(enum.Enum):
@@ -308,6 +314,8 @@ class Fsm:
         self._jitter = jitter
         self._deadlines: dict[Timer, float] = {}
         self._idle_backoff = backoff.Backoff(timers.idle_hold)
+        self._established_at: float | None = None
+        """When the current session reached Established (None when it is not)."""
 
     def negotiate(self, peer_hold_time: int) -> None:
         """Adopt the smaller hold time (RFC 4271 §4.2); 1 and 2 seconds are refused."""
@@ -336,9 +344,10 @@ class Fsm:
             if action in _TIMER_ACTIONS:
                 self._run(action, now)
         previous, self.state = self.state, step.state
-        if self.state is State.ESTABLISHED:
-            # A session that came up proves the peer reachable: the next drop retries quickly.
-            self._idle_backoff.reset()
+        if self.state is not State.ESTABLISHED:
+            self._established_at = None
+        elif previous is not State.ESTABLISHED:
+            self._established_at = now
         external = tuple(a for a in step.actions if a not in _TIMER_ACTIONS)
         return Step(event, previous, self.state, external)
 
@@ -387,6 +396,10 @@ class Fsm:
             case Action.STOP_TIMERS:
                 self._deadlines.clear()
             case Action.START_IDLE_HOLD:
+                up_since = self._established_at
+                if up_since is not None and now - up_since >= self._timers.stable_time:
+                    # The session was stable: the peer is fine, the next restart comes quickly.
+                    self._idle_backoff.reset()
                 delay = self._idle_backoff.next_delay(jitter=self._jitter())
                 if delay is not None:
                     self._deadlines[Timer.IDLE_HOLD] = now + delay

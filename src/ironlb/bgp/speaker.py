@@ -31,6 +31,9 @@ Invariants:
   ends; a session stopped by the owner refuses connections.
 - TCP MD5 keys are on the connecting socket before connect() and on the listening sockets for
   as long as the peer is registered; TTL is 1 for directly connected eBGP and 255 otherwise.
+- One registered peer per address; a stopping peer hands its address (and key) over to a new
+  peer for that address, so a BGPPeer restarted by a configuration change never collides with
+  its predecessor still flushing its Cease.
 - A BFD session going Down (not AdminDown, RFC 5882 §3.2) aborts the connection without
   NOTIFICATION at once (the path is dead: nothing would get through) and reports the session
   down for that reason.
@@ -275,20 +278,31 @@ class Listener:
 
     @contextlib.contextmanager
     def registered(self, peer: Peer) -> Iterator[None]:
-        """Hand connections from `peer`'s address to it, and accept them with its MD5 key."""
+        """Hand connections from `peer`'s address to it, and accept them with its MD5 key.
+
+        A peer that is stopping (flushing its Cease) hands the address, and the key, over to
+        a successor at once: a BGPPeer whose password or timers change is stopped and started
+        again as a new `Peer` while the old one's connection still closes. Only the peer that
+        holds the address gives it up when its block ends."""
         address, password = peer.config.address, peer.config.password
-        if address in self._peers:
+        previous = self._peers.get(address)
+        if previous is not None and not previous.stopping:
             raise SpeakerError(f"two peers with address {address}")
-        if password:
-            self._set_key(address, password, self._sockets)
+        if password or (previous is not None and previous.config.password):
+            self._set_key(address, password, self._sockets)  # "" removes the previous key
         self._peers[address] = peer
         try:
             yield
         finally:
-            del self._peers[address]
-            if password:
-                with contextlib.suppress(SpeakerError):
-                    self._set_key(address, "", self._sockets)
+            if self._peers.get(address) is peer:
+                del self._peers[address]
+                if password:
+                    with contextlib.suppress(SpeakerError):
+                        self._set_key(address, "", self._sockets)
+
+    def peer_for(self, address: sockets.IPAddress) -> Peer | None:
+        """The peer a connection from `address` is handed to."""
+        return self._peers.get(address)
 
     def _listening_socket(self, address: sockets.IPAddress) -> socket.socket:
         sock = self._socket_factory(sockets.family_of(address), socket.SOCK_STREAM)
@@ -317,7 +331,7 @@ class Listener:
 
     def _dispatch(self, conn: _Connection) -> None:
         remote = conn.remote_address
-        peer = self._peers.get(remote)
+        peer = self.peer_for(remote)
         if peer is None:
             log.info("refused a BGP connection from %s: not a configured peer", remote)
             conn.abort()
@@ -388,6 +402,11 @@ class Peer:
         return self._main.core.state
 
     @property
+    def stopping(self) -> bool:
+        """`stop()` or `close()` was called (or `run()` ended): it will never start again."""
+        return self._stopping
+
+    @property
     def negotiated(self) -> session.Negotiated | None:
         return self._main.core.negotiated
 
@@ -409,7 +428,9 @@ class Peer:
         loop = asyncio.get_running_loop()
         try:
             with contextlib.ExitStack() as stack:
-                if self._listener is not None:
+                if self._listener is not None and not self._stopping:
+                    # (A peer stopped before it ran needs no connections; its successor may
+                    # hold the address already.)
                     stack.enter_context(self._listener.registered(self))
                 if self._bfd is not None:
                     stack.enter_context(self._bfd.watch(self._bfd_changed))

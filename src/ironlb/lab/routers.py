@@ -5,7 +5,7 @@
     router.routes(families.Family.IPV4_UNICAST)  # {"203.0.113.10/32": [Path(...), ...]}
     router.neighbors()                           # {"198.18.0.11": fsm.State.ESTABLISHED}
     router.configure(other_config)               # replace the BGP configuration
-    router.stop()
+    router.stop()                                # (or kill(): SIGKILL, as a crash)
 
 Each router is "AS x on the router's LAN addresses, peering with these neighbours": it accepts
 every route (FRR 8.4 would otherwise need a policy for eBGP, BIRD an import filter), announces
@@ -203,6 +203,16 @@ class Router(abc.ABC):
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(timeout=_STOP_TIMEOUT)
+
+    def kill(self) -> None:
+        """SIGKILL every daemon by its PID, as a crash would (no NOTIFICATION, no cleanup), and
+        reap them; `start()` may run again (chaos tests: a router restart)."""
+        processes, self._processes = self._processes, []
+        for process in processes:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+        for process in processes:
+            process.wait(timeout=_STOP_TIMEOUT)
 
     def configure(self, config: RouterConfig) -> None:
         """Replace the BGP configuration (sessions not in `config` are torn down)."""

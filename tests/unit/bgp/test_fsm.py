@@ -192,6 +192,7 @@ class TestTimers:
             ({"hold_time": 9, "keepalive_time": 0}, "keepalive time 0"),
             ({"hold_time": 0, "keepalive_time": 3}, "keepalive time 3"),
             ({"connect_retry_time": 0}, "connect retry"),
+            ({"stable_time": -1}, "stable time"),
         ],
     )
     def test_invalid(self, kwargs: dict[str, int], match: str) -> None:
@@ -233,6 +234,24 @@ def open_session(machine: fsm.Fsm, peer_hold: int) -> None:
     machine.handle(E.KEEPALIVE_MSG, 0.0)
 
 
+def establish(machine: fsm.Fsm, now: float) -> None:
+    """From Connect to Established at `now`."""
+    machine.handle(E.TCP_CONNECTION_CONFIRMED, now)
+    machine.negotiate(90)
+    machine.handle(E.BGP_OPEN, now)
+    machine.handle(E.KEEPALIVE_MSG, now)
+    assert machine.state is S.ESTABLISHED
+
+
+def restart_after_idle_hold(machine: fsm.Fsm, now: float) -> tuple[float, float]:
+    """After a drop at `now`: fire the idle hold; returns when it fired and how long it was."""
+    deadline = machine.deadline(fsm.Timer.IDLE_HOLD)
+    assert deadline is not None
+    (restart,) = machine.on_timer(deadline)
+    assert (restart.event, restart.state) == (E.AUTOMATIC_START, S.CONNECT)
+    return deadline, deadline - now
+
+
 class TestClock:
     def test_connect_retry_is_jittered_and_retries_the_connection(self) -> None:
         for jitter, expected in [(0.0, 22.5), (1.0, 30.0)]:
@@ -271,26 +290,56 @@ class TestClock:
         assert expired.actions[0] is A.NOTIFY_HOLD_TIMER_EXPIRED
         assert expired.state is S.IDLE
 
-    def test_drops_restart_after_a_growing_idle_hold_reset_by_establishment(self) -> None:
+    def test_drops_restart_after_a_growing_idle_hold(self) -> None:
         policy = backoff.Policy(initial=1.0, factor=2.0, cap=8.0)
         machine = fsm.Fsm(fsm.Timers(idle_hold=policy), lambda: 1.0)
         machine.handle(E.MANUAL_START, 0.0)
         now, waits = 0.0, []
         for _ in range(5):
             machine.handle(E.TCP_CONNECTION_FAILS, now)
-            deadline = machine.deadline(fsm.Timer.IDLE_HOLD)
-            assert deadline is not None
-            waits.append(deadline - now)
-            (restart,) = machine.on_timer(deadline)
-            assert (restart.event, restart.state) == (E.AUTOMATIC_START, S.CONNECT)
-            now = deadline
+            now, wait = restart_after_idle_hold(machine, now)
+            waits.append(wait)
         assert waits == [1.0, 2.0, 4.0, 8.0, 8.0]
-        machine.handle(E.TCP_CONNECTION_CONFIRMED, now)
-        machine.negotiate(90)
-        machine.handle(E.BGP_OPEN, now)
-        machine.handle(E.KEEPALIVE_MSG, now)
+
+    def test_a_session_that_drops_right_after_established_keeps_backing_off(self) -> None:
+        # A peer that accepts the session and then ends it (a malformed UPDATE, a NOTIFICATION
+        # after our first routes) must not be retried at the shortest interval for ever.
+        policy = backoff.Policy(initial=1.0, factor=2.0, cap=60.0)
+        machine = fsm.Fsm(fsm.Timers(idle_hold=policy), lambda: 1.0)
+        machine.handle(E.MANUAL_START, 0.0)
+        now, waits = 0.0, []
+        for _ in range(6):
+            establish(machine, now)
+            now += 1.0
+            machine.handle(E.NOTIF_MSG, now)
+            now, wait = restart_after_idle_hold(machine, now)
+            waits.append(wait)
+        assert waits == [1.0, 2.0, 4.0, 8.0, 16.0, 32.0]
+
+    def test_the_idle_hold_starts_over_once_a_session_was_stable(self) -> None:
+        policy = backoff.Policy(initial=1.0, factor=2.0, cap=60.0)
+        timers = fsm.Timers(idle_hold=policy)
+        assert timers.stable_time == 30.0
+        machine = fsm.Fsm(timers, lambda: 1.0)
+        machine.handle(E.MANUAL_START, 0.0)
+        now = 0.0
+        for _ in range(3):  # backoff at 4 s
+            machine.handle(E.TCP_CONNECTION_FAILS, now)
+            now, _ = restart_after_idle_hold(machine, now)
+        establish(machine, now)
+        machine.handle(E.KEEPALIVE_MSG, now + 29.0)
+        machine.handle(E.NOTIF_MSG, now + 29.9)  # not yet stable: the backoff goes on
+        now, wait = restart_after_idle_hold(machine, now + 29.9)
+        assert wait == 8.0
+        establish(machine, now)
+        for second in range(0, 30, 10):
+            machine.handle(E.KEEPALIVE_MSG, now + second)
+        machine.handle(E.HOLD_TIMER_EXPIRES, now + 30.0)  # stable for 30 s: starts over
+        now, wait = restart_after_idle_hold(machine, now + 30.0)
+        assert wait == 1.0
+        # ... and grows again from there.
         machine.handle(E.TCP_CONNECTION_FAILS, now)
-        assert machine.deadline(fsm.Timer.IDLE_HOLD) == now + 1.0
+        assert machine.deadline(fsm.Timer.IDLE_HOLD) == now + 2.0
 
     def test_passive_sessions_restart_passive_and_manual_stop_stays_down(self) -> None:
         machine = fsm.Fsm(fsm.Timers(), lambda: 0.0)
