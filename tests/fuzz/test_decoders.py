@@ -198,11 +198,13 @@ def test_bfd(data: bytes) -> None:
 
 KEY = b"fuzz-key-0123456789abcdef"
 NODE = election.NodeName("node-a")
+NODE_B = election.NodeName("node-b")
 MEMBER_SEEDS = [
-    wire.encode(wire.Packet(NODE, 7, wire.Ping(1, election.NodeName("node-b"))), KEY),
+    wire.encode(wire.Packet(NODE, NODE_B, 7, wire.Ping(1, election.NodeName("node-b"))), KEY),
     wire.encode(
         wire.Packet(
             NODE,
+            NODE_B,
             8,
             wire.PingReq(
                 2,
@@ -212,7 +214,7 @@ MEMBER_SEEDS = [
         ),
         KEY,
     ),
-    wire.encode(wire.Packet(NODE, 9, wire.Gossip()), KEY),
+    wire.encode(wire.Packet(NODE, None, 9, wire.Gossip()), KEY),
 ]
 
 

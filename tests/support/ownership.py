@@ -8,7 +8,10 @@
 - `owner_changes(answers)`, `moves(...)`, `double_owners(...)`: what a scenario asserts on.
 - `routes(ns, prefix)`: the router's view (next hops of every route in a prefix).
 - `ServiceHistory`: every address of every Service of a namespace over time, from a watch that
-  relists on 410 Gone; `overlaps()` finds two Services holding one address at once.
+  relists on 410 Gone, with what decides sharing (`Sharing`) in each version. The pure
+  functions below it judge such a history: `double_assignments(...)` (two Services on one address
+  at a moment they may not share it), `address_changes(...)` (a Service's address changed or lost
+  after it got one) and `settled_after(...)` (the end of a key edit's grace period).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
@@ -198,21 +201,201 @@ def recording(rec: ArpRecorder) -> Iterator[ArpRecorder]:
         rec.stop()
 
 
+@dataclass(frozen=True)
+class Sharing:
+    """What decides whether a Service may share an address (shared/REFERENCE.md): the same
+    non-empty key, no (protocol, port) in common, and, with `externalTrafficPolicy: Local`, the
+    same pods (here: the same selector)."""
+
+    key: str = ""
+    ports: frozenset[tuple[str, int]] = frozenset()
+    local_selector: tuple[tuple[str, str], ...] | None = None
+    """The selector when the policy is Local, None when it is Cluster."""
+
+    @classmethod
+    def of(cls, service: k8s.Obj) -> Sharing:
+        meta, spec = service["metadata"], service.get("spec") or {}
+        ports = frozenset(
+            (p.get("protocol", "TCP"), int(p["port"])) for p in spec.get("ports") or []
+        )
+        local = None
+        if spec.get("externalTrafficPolicy") == "Local":
+            local = tuple(sorted((spec.get("selector") or {}).items()))
+        return cls((meta.get("annotations") or {}).get(SHARING_KEY, ""), ports, local)
+
+
+def compatible(a: Sharing, b: Sharing) -> bool:
+    return (
+        bool(a.key)
+        and a.key == b.key
+        and not a.ports & b.ports
+        and a.local_selector == b.local_selector
+    )
+
+
+@dataclass(frozen=True)
+class Version:
+    """A Service as the watch saw it from `at` (time.monotonic()) until its next version."""
+
+    at: float
+    ips: tuple[str, ...]
+    uid: str
+    sharing: Sharing = Sharing()
+
+
+@dataclass(frozen=True)
+class DoubleAssignment:
+    ip: str
+    a: str
+    b: str
+    """"name/uid" of the two Services."""
+    at: float
+    """A moment both held `ip` and neither could share it with the other."""
+
+
+@dataclass(frozen=True)
+class _Life:
+    """One Service object (a name may be deleted and created again: one life per uid)."""
+
+    label: str
+    versions: tuple[Version, ...]
+    end: float
+
+    def at(self, moment: float) -> Version | None:
+        if moment >= self.end or moment < self.versions[0].at:
+            return None
+        return [v for v in self.versions if v.at <= moment][-1]
+
+
+def _lives(
+    versions: Mapping[str, Sequence[Version]], deleted: Mapping[str, float], now: float
+) -> list[_Life]:
+    lives = []
+    for name, history in versions.items():
+        groups: list[list[Version]] = []
+        for version in history:
+            if groups and groups[-1][0].uid == version.uid:
+                groups[-1].append(version)
+            else:
+                groups.append([version])
+        for n, group in enumerate(groups):
+            end = groups[n + 1][0].at if n + 1 < len(groups) else now
+            end = min(end, deleted.get(group[0].uid, end))
+            lives.append(_Life(f"{name}/{group[0].uid}", tuple(group), end))
+    return lives
+
+
+def double_assignments(
+    versions: Mapping[str, Sequence[Version]],
+    deleted: Mapping[str, float],
+    grace_end: Callable[[float], float],
+    now: float,
+) -> list[DoubleAssignment]:
+    """Every pair of Services that held one address at a moment they could not share it.
+
+    A version holds its addresses from when it was seen until the Service's next version (or
+    its deletion, or `now`): the watch delivers writes in the order etcd made them, so an
+    address moved from one Service to another is never seen on both at once. A Service whose
+    sharing changed (key edit, ports) legitimately keeps its address, under its old sharing,
+    until the controller moves it: an older version's sharing still counts until
+    `grace_end(t)`, t being when the version after it was seen. Pairs are judged at every
+    moment where something changes (a version, an end of grace): their state is constant
+    between two such moments.
+    """
+    lives = _lives(versions, deleted, now)
+    holders: dict[str, list[_Life]] = {}
+    for life in lives:
+        for ip in {ip for v in life.versions for ip in v.ips}:
+            holders.setdefault(ip, []).append(life)
+    found = []
+    for ip, held in holders.items():
+        for a, b in itertools.combinations(held, 2):
+            moment = _first_conflict(ip, a, b, grace_end)
+            if moment is not None:
+                found.append(DoubleAssignment(ip, a.label, b.label, moment))
+    return found
+
+
+def _first_conflict(
+    ip: str, a: _Life, b: _Life, grace_end: Callable[[float], float]
+) -> float | None:
+    start = max(a.versions[0].at, b.versions[0].at)
+    end = min(a.end, b.end)
+    if start >= end:
+        return None
+    cuts = {start, end}
+    for life in (a, b):
+        for n, version in enumerate(life.versions):
+            cuts.add(version.at)
+            if n:
+                cuts.add(grace_end(version.at))
+    points = sorted(t for t in cuts if start <= t <= end)
+    for left, right in itertools.pairwise(points):
+        moment = (left + right) / 2
+        va, vb = a.at(moment), b.at(moment)
+        if va is None or vb is None or ip not in va.ips or ip not in vb.ips:
+            continue
+        if not any(
+            compatible(x, y)
+            for x in _in_force(a, moment, grace_end)
+            for y in _in_force(b, moment, grace_end)
+        ):
+            return left
+    return None
+
+
+def _in_force(life: _Life, moment: float, grace_end: Callable[[float], float]) -> set[Sharing]:
+    """The current sharing and every earlier one still within its grace at `moment`."""
+    current = [n for n, v in enumerate(life.versions) if v.at <= moment]
+    last = current[-1]
+    kept = {life.versions[last].sharing}
+    for n in current[:-1]:
+        if moment < grace_end(life.versions[n + 1].at):
+            kept.add(life.versions[n].sharing)
+    return kept
+
+
+def address_changes(
+    history: Sequence[Version],
+) -> list[tuple[float, tuple[str, ...], tuple[str, ...]]]:
+    """(time, before, after) each time a Service's addresses changed after it first had some,
+    losing them included; a Service deleted and created again (another uid) counts too."""
+    changes = []
+    held: tuple[str, ...] = ()
+    uid = history[0].uid if history else ""
+    for version in history:
+        if held and (version.uid != uid or version.ips != held):
+            changes.append((version.at, held, version.ips))
+        held, uid = version.ips, version.uid
+    return changes
+
+
+def settled_after(moment: float, lifetimes: Sequence[tuple[float, float]], settle: float) -> float:
+    """The first time after `moment` at which a controller had run `settle` seconds without
+    interruption since `moment` (or since it started, if later): by then it has seen and acted
+    on what changed at `moment`. `lifetimes`: (start, end) of each controller process, in order,
+    `end` infinite for the one still running."""
+    for start, end in lifetimes:
+        ready = max(start, moment) + settle
+        if ready <= end:
+            return ready
+    return float("inf")
+
+
 @dataclass
 class ServiceHistory:
     """Every address every Service of `namespace` was seen with, from a watch that relists on
     410 Gone and resumes after the API server goes away (so a restart does not blind it).
 
-    `versions[name]`: (time.monotonic(), ingress IPs, uid, sharing key) each time that changed
-    (the sharing key is the `metallb.io/allow-shared-ip` annotation, or ""); `relists`
-    counts every list (the first included), `gone` the 410 answers, `errors` the other
+    `versions[name]`: a `Version` each time its addresses, uid or sharing changed; `deleted`:
+    uid -> when its deletion was seen (a Service missing from a relist counts as deleted then);
+    `relists` counts every list (the first included), `gone` the 410 answers, `errors` the other
     interruptions."""
 
     api: k8s.Client
     namespace: str
-    versions: dict[str, list[tuple[float, tuple[str, ...], str, str]]] = field(default_factory=dict)
+    versions: dict[str, list[Version]] = field(default_factory=dict)
     deleted: dict[str, float] = field(default_factory=dict)
-    """uid -> when its deletion was seen."""
     relists: int = 0
     gone: int = 0
     errors: int = 0
@@ -221,10 +404,24 @@ class ServiceHistory:
         meta = service["metadata"]
         ingress = (service.get("status") or {}).get("loadBalancer", {}).get("ingress") or []
         ips = tuple(sorted(i["ip"] for i in ingress if "ip" in i))
-        key = (meta.get("annotations") or {}).get(SHARING_KEY, "")
+        version = Version(time.monotonic(), ips, meta["uid"], Sharing.of(service))
         history = self.versions.setdefault(meta["name"], [])
-        if not history or history[-1][1:] != (ips, meta["uid"], key):
-            history.append((time.monotonic(), ips, meta["uid"], key))
+        if not history or (history[-1].ips, history[-1].uid, history[-1].sharing) != (
+            version.ips,
+            version.uid,
+            version.sharing,
+        ):
+            history.append(version)
+
+    def _relisted(self, items: list[k8s.Obj]) -> None:
+        now = time.monotonic()
+        present = {item["metadata"]["uid"] for item in items}
+        for history in self.versions.values():
+            uid = history[-1].uid
+            if uid not in present and uid not in self.deleted:
+                self.deleted[uid] = now  # its DELETED event fell into the gap
+        for item in items:
+            self._record(item)
 
     async def run(self) -> None:
         """Until cancelled."""
@@ -234,8 +431,7 @@ class ServiceHistory:
                 if not version:
                     items, version = await self.api.list_all(k8s.SERVICES, self.namespace)
                     self.relists += 1
-                    for item in items:
-                        self._record(item)
+                    self._relisted(items)
                 async for event in self.api.watch(
                     k8s.SERVICES, version, self.namespace, timeout_seconds=30
                 ):
@@ -253,36 +449,5 @@ class ServiceHistory:
                 self.errors += 1
                 await asyncio.sleep(0.2)
 
-    def holders(self) -> dict[str, set[tuple[str, str]]]:
-        """address -> every (name, uid) ever seen holding it."""
-        held: dict[str, set[tuple[str, str]]] = {}
-        for name, history in self.versions.items():
-            for _, ips, uid, _ in history:
-                for ip in ips:
-                    held.setdefault(ip, set()).add((name, uid))
-        return held
-
-    def overlaps(self) -> list[tuple[str, str, str]]:
-        """(address, Service, Service) for two live Services seen holding one address at the
-        same time without the same sharing key: each version holds from when it was seen
-        until the next version of that Service (or its deletion, or now)."""
-        spans: dict[str, list[tuple[float, float, str, str]]] = {}
-        now = time.monotonic()
-        for name, history in self.versions.items():
-            for n, (at, ips, uid, key) in enumerate(history):
-                if n + 1 < len(history) and history[n + 1][2] == uid:
-                    until = history[n + 1][0]
-                else:
-                    until = self.deleted.get(uid, now)
-                for ip in ips:
-                    spans.setdefault(ip, []).append((at, until, f"{name}/{uid}", key))
-        found = []
-        for ip, held in spans.items():
-            for (a_start, a_end, a, a_key), (b_start, b_end, b, b_key) in itertools.combinations(
-                held, 2
-            ):
-                if a == b or (a_key and a_key == b_key):
-                    continue
-                if a_start < b_end and b_start < a_end:
-                    found.append((ip, a, b))
-        return found
+    def double_assignments(self, grace_end: Callable[[float], float]) -> list[DoubleAssignment]:
+        return double_assignments(self.versions, self.deleted, grace_end, time.monotonic())

@@ -28,8 +28,14 @@ Membership is seeded from outside: `set_peers` takes the speakers the Kubernetes
 their ACK, or anyone's news that they are alive, confirms them. Peers that disappear from the
 seed are forgotten; a stranger is never added, whatever it says.
 
-Every packet is authenticated (see `wire`), and each sender's sequence numbers pass an anti-replay
-window. `receive` never raises: a bad packet is dropped and counted in `dropped`.
+Every packet is authenticated (see `wire`), names its recipient (a packet for another member is
+dropped: it was replayed), and each sender's sequence numbers pass an anti-replay window.
+`receive` never raises: a bad packet is dropped and counted in `dropped`. A member whose last
+accepted packet was of the legacy wire version (no recipient: a speaker not upgraded yet) is
+answered in that version, everyone else in the current one; so a rolling upgrade keeps both
+halves hearing each other (a version split would make each half think the other dead and both
+announce the same addresses), and once both ends of a pair are upgraded neither sends the other
+anything replayable to a third member.
 
 Time comes in through `tick(now)` / `receive(..., now)`, the next time `tick` is due through
 `next_deadline()`, randomness through the caller's `random.Random`. Outgoing packets are returned,
@@ -88,6 +94,7 @@ class _Relay:
 
     target: election.NodeName
     requester: model.Endpoint
+    requester_name: election.NodeName
     requester_probe_id: int
     expires: float
 
@@ -141,6 +148,8 @@ class Membership:
         self._rumors: dict[election.NodeName, _Rumor] = {}
         self._rumor_count = 0
         self._windows: dict[election.NodeName, replay.ReplayWindow] = {}
+        self._legacy: set[election.NodeName] = set()
+        """Members whose last accepted packet was of `wire.LEGACY_VERSION`."""
         self._events: list[model.Event] = []
         self._dropped = dict.fromkeys(wire.DropReason, 0)
         self._spread(self._own_update())  # so that peers confirm us from our first packets
@@ -255,9 +264,15 @@ class Membership:
             return self._drop(rejected.reason)
         if packet.sender == self._name:
             return self._drop(wire.DropReason.FROM_SELF)
+        if packet.recipient is not None and packet.recipient != self._name:
+            return self._drop(wire.DropReason.WRONG_RECIPIENT)
         window = self._windows.setdefault(packet.sender, replay.ReplayWindow())
         if not window.accept(packet.sequence):
             return self._drop(wire.DropReason.REPLAYED)
+        if packet.recipient is None:
+            self._legacy.add(packet.sender)
+        else:
+            self._legacy.discard(packet.sender)
         message = packet.message
         if isinstance(message, wire.Ping) and message.target != self._name:
             return self._drop(wire.DropReason.WRONG_TARGET)
@@ -273,7 +288,7 @@ class Membership:
         if isinstance(message, wire.Ack):
             return self._acked(message, now) + out
         if isinstance(message, wire.PingReq):
-            return [self._relay(source, message, now), *out]
+            return [self._relay(source, packet.sender, message, now), *out]
         return out
 
     # --- probing ----------------------------------------------------------------------------
@@ -374,10 +389,17 @@ class Membership:
         request = wire.PingReq(probe_id, target, member.address)
         return [self._datagram(self._members[h].address, request, h) for h in chosen]
 
-    def _relay(self, source: model.Endpoint, request: wire.PingReq, now: float) -> model.Datagram:
+    def _relay(
+        self,
+        source: model.Endpoint,
+        requester: election.NodeName,
+        request: wire.PingReq,
+        now: float,
+    ) -> model.Datagram:
         probe_id = self._new_probe_id()
         expires = now + self._config.probe_interval
-        self._relays[probe_id] = _Relay(request.target, source, request.probe_id, expires)
+        relay = _Relay(request.target, source, requester, request.probe_id, expires)
+        self._relays[probe_id] = relay
         ping = wire.Ping(probe_id, request.target)
         return self._datagram(request.target_endpoint, ping, request.target)
 
@@ -392,7 +414,7 @@ class Membership:
             return []  # late: the probe already ended
         self._apply(relay.target, _ALIVE, ack.incarnation, ack.meta, now)
         relayed = replace(ack, probe_id=relay.requester_probe_id)
-        return [self._datagram(relay.requester, relayed, None)]
+        return [self._datagram(relay.requester, relayed, relay.requester_name)]
 
     def _new_probe_id(self) -> int:
         self._probe_ids = (self._probe_ids + 1) & 0xFFFFFFFF
@@ -557,19 +579,20 @@ class Membership:
         self,
         endpoint: model.Endpoint,
         message: wire.Message,
-        recipient: election.NodeName | None,
+        recipient: election.NodeName,
         lead: wire.Update | None = None,
     ) -> model.Datagram:
-        """A signed packet with as many piggy-backed updates as fit.
+        """A signed packet for `recipient` with as many piggy-backed updates as fit.
 
         `lead` and, when we think the recipient is not ALIVE, our view of it come first.
         """
         first = [] if lead is None else [lead]
-        member = self._members.get(recipient) if recipient is not None else None
+        member = self._members.get(recipient)
         if member is not None and member.state in _DOUBTED:
             first.append(wire.Update(member.name, member.state, member.incarnation))
         self._sequence += 1
-        packet = wire.Packet(self._name, self._sequence, message, tuple(first))
+        named = None if recipient in self._legacy else recipient
+        packet = wire.Packet(self._name, named, self._sequence, message, tuple(first))
         budget = self._config.max_packet_size - wire.size(packet)
         updates = list(first)
         limit = self._config.retransmit_limit(len(self._members) + 1)

@@ -1,9 +1,9 @@
 """Membership packets: a compact, versioned, authenticated binary format (struct, no pickle).
 
-Layout of version 1, big-endian; a name is a length octet and 1..253 bytes of UTF-8 (a
+Layout of version 2, big-endian; a name is a length octet and 1..253 bytes of UTF-8 (a
 Kubernetes node name), meta a length octet and 0..64 bytes:
 
-    magic "IL" (2) | version (1) | kind (1) | sequence (8) | sender name
+    magic "IL" (2) | version (1) | kind (1) | sequence (8) | sender name | recipient name
     body, by kind:
         PING      probe id (4) | target name
         ACK       probe id (4) | incarnation (4) | meta
@@ -17,6 +17,13 @@ to half the hash output. The key authenticates the cluster, not a node: every sp
 so any speaker can sign as any other, and a host without it can neither join nor speak for a
 member. The sequence number is per sender and strictly increasing across restarts (the caller
 seeds it with wall-clock nanoseconds), which is what lets receivers refuse replays.
+
+The recipient's name is signed too, so a packet captured on its way to one member and replayed
+to another is refused by the second (the replay window alone would take it: it is per sender and
+receiver, and that receiver has not seen the sequence number yet). Version 1, which speakers
+before it sent, is the same without the recipient name; it still decodes, with `recipient` None,
+so that a rolling upgrade keeps the members of both versions talking (see `swim` for who still
+accepts and sends it, and why that does not reopen the replay for members that both have 2).
 """
 
 from __future__ import annotations
@@ -33,7 +40,9 @@ from ironlb.core import election
 from ironlb.membership import model, states
 
 MAGIC = b"IL"
-VERSION = 1
+VERSION = 2
+LEGACY_VERSION = 1
+"""Without the recipient name: refusable only by its receiver's replay window."""
 TAG_SIZE = 16
 MAX_NAME_SIZE = 253
 MAX_UPDATES = 255
@@ -72,6 +81,8 @@ class DropReason(enum.StrEnum):
     REPLAYED = "replayed"
     FROM_SELF = "from_self"
     WRONG_TARGET = "wrong_target"
+    WRONG_RECIPIENT = "wrong_recipient"
+    """Signed for another member: captured on its way there and replayed to us."""
 
 
 class PacketRejected(Exception):
@@ -123,6 +134,8 @@ Message: TypeAlias = Ping | Ack | PingReq | Gossip
 @dataclass(frozen=True, slots=True)
 class Packet:
     sender: election.NodeName
+    recipient: election.NodeName | None
+    """The member it is for; None only in (and encodes as) the legacy version 1."""
     sequence: int
     message: Message
     updates: tuple[Update, ...] = ()
@@ -164,13 +177,14 @@ def decode(data: bytes, keys: Sequence[bytes]) -> Packet:
     magic, version, kind, sequence = _PREAMBLE.unpack_from(data)
     if magic != MAGIC:
         raise PacketRejected(DropReason.NOT_IRONLB)
-    if version != VERSION:
+    if version not in (VERSION, LEGACY_VERSION):
         raise PacketRejected(DropReason.UNKNOWN_VERSION)
     signed, tag = data[:-TAG_SIZE], data[-TAG_SIZE:]
     if not any(hmac.compare_digest(_tag(key, signed), tag) for key in keys):
         raise PacketRejected(DropReason.BAD_MAC)
     reader = _Reader(signed, _PREAMBLE.size)
     sender = reader.name()
+    recipient = reader.name() if version == VERSION else None
     message: Message
     if kind == Kind.PING:
         message = Ping(reader.unpack(_PROBE_ID)[0], reader.name())
@@ -187,14 +201,17 @@ def decode(data: bytes, keys: Sequence[bytes]) -> Packet:
     updates = tuple(reader.update() for _ in range(reader.unpack(_COUNT)[0]))
     if not reader.at_end():
         raise PacketRejected(DropReason.MALFORMED)
-    return Packet(sender, sequence, message, updates)
+    return Packet(sender, recipient, sequence, message, updates)
 
 
 def _head(packet: Packet) -> bytes:
     """Preamble, sender and message body."""
     message = packet.message
-    parts = [_PREAMBLE.pack(MAGIC, VERSION, _KIND[type(message)], packet.sequence)]
+    version = LEGACY_VERSION if packet.recipient is None else VERSION
+    parts = [_PREAMBLE.pack(MAGIC, version, _KIND[type(message)], packet.sequence)]
     parts.append(_name(packet.sender))
+    if packet.recipient is not None:
+        parts.append(_name(packet.recipient))
     if isinstance(message, Ping):
         parts += [_PROBE_ID.pack(message.probe_id), _name(message.target)]
     elif isinstance(message, Ack):

@@ -431,9 +431,37 @@ def test_set_peers_forgets_and_adds_without_events() -> None:
 def test_a_ping_for_another_node_is_not_answered() -> None:
     network = _converged(2)
     core = network.cores[node(1)]
-    ping = wire.Packet(node(2), 2**62, wire.Ping(9, election.NodeName("someone-else")))
+    ping = wire.Packet(node(2), node(1), 2**62, wire.Ping(9, election.NodeName("someone-else")))
     assert core.receive(endpoint(2), wire.encode(ping, KEY), network.now) == []
     assert core.dropped[wire.DropReason.WRONG_TARGET] == 1
+
+
+def test_packets_captured_on_their_way_to_another_member_are_dropped() -> None:
+    network = _converged(3)
+    core = network.cores[node(1)]
+    # Fresh packets of node-3 to node-2: within node-1's replay window for node-3, unseen by it.
+    captured = [p for s, d, p in network.delivered if s == node(3) and d == node(2)][-6:]
+    kinds = {type(wire.decode(p, [KEY]).message) for p in captured}
+    assert kinds - {wire.Ping}  # not only PINGs, which name their target anyway
+    for payload in captured:
+        assert core.receive(endpoint(3), payload, network.now) == []
+    assert core.dropped[wire.DropReason.WRONG_RECIPIENT] == len(captured)
+    assert core.dropped[wire.DropReason.REPLAYED] == 0
+    assert not core.drain_events()
+
+
+def test_a_legacy_member_is_answered_in_its_version_until_it_upgrades() -> None:
+    network = _converged(2)
+    core = network.cores[node(1)]
+    legacy = wire.Packet(node(2), None, 2**62, wire.Ping(99, node(1)))
+    out = core.receive(endpoint(2), wire.encode(legacy, KEY), network.now)
+    answer = wire.decode(out[0].payload, [KEY])
+    assert isinstance(answer.message, wire.Ack)
+    assert answer.recipient is None
+    out = core.receive(endpoint(2), _ping_from(2, 2**62 + 1), network.now)
+    answer = wire.decode(out[0].payload, [KEY])
+    assert isinstance(answer.message, wire.Ack)
+    assert answer.recipient == node(2)
 
 
 def test_own_packets_reflected_back_are_dropped() -> None:
@@ -504,7 +532,7 @@ def _silent_core(config: settings.Settings = DEFAULTS) -> swim.Membership:
     # Confirmed by a first packet from each (UNCONFIRMED members are never suspected).
     for i in (2, 3):
         update = wire.Update(node(i), ALIVE, 0)
-        packet = wire.Packet(node(i), 1, wire.Gossip(), (update,))
+        packet = wire.Packet(node(i), node(1), 1, wire.Gossip(), (update,))
         core.receive(endpoint(i), wire.encode(packet, KEY), 0.0)
     core.drain_events()
     return core
@@ -540,7 +568,7 @@ def test_an_unconfirmed_suspicion_lasts_the_maximum_and_a_confirmation_shortens_
     now, events = _run(core, suspected)
     assert any(isinstance(e, model.MemberSuspect) for _, e in events)
     confirm = wire.Update(node(3), SUSPECT, 0)
-    packet = wire.Packet(node(2), 5, wire.Gossip(), (confirm,))
+    packet = wire.Packet(node(2), node(1), 5, wire.Gossip(), (confirm,))
     core.receive(endpoint(2), wire.encode(packet, KEY), now + 0.001)
     _, later = _run(core, 3.0, now + 0.001)
     lasted = _first(events + later, model.MemberDown, 3) - suspected
@@ -550,10 +578,10 @@ def test_an_unconfirmed_suspicion_lasts_the_maximum_and_a_confirmation_shortens_
 def test_a_suspicion_heard_is_probed_at_once_and_not_spread_unless_confirmed() -> None:
     core = _silent_core()
     for probe_id, probe in list(core._probes.items()):  # answer the probes in flight
-        ack = wire.Packet(probe.target, 2, wire.Ack(probe_id, 0, b""), ())
+        ack = wire.Packet(probe.target, node(1), 2, wire.Ack(probe_id, 0, b""), ())
         core.receive(core.members[probe.target].address, wire.encode(ack, KEY), 0.0)
     news = wire.Update(node(3), SUSPECT, 0)
-    packet = wire.Packet(node(2), 5, wire.Gossip(), (news,))
+    packet = wire.Packet(node(2), node(1), 5, wire.Gossip(), (news,))
     out = core.receive(endpoint(2), wire.encode(packet, KEY), 0.001)
     pings = [wire.decode(d.payload, [KEY]) for d in out if d.endpoint == endpoint(3)]
     assert [type(p.message) for p in pings] == [wire.Ping]  # checked at once
@@ -570,7 +598,7 @@ def test_a_suspicion_heard_is_probed_at_once_and_not_spread_unless_confirmed() -
 
 def _ping_from(index: int, sequence: int) -> bytes:
     ping = wire.Ping(99, node(1))
-    return wire.encode(wire.Packet(node(index), sequence, ping, ()), KEY)
+    return wire.encode(wire.Packet(node(index), node(1), sequence, ping, ()), KEY)
 
 
 def test_a_probe_retries_its_ping_within_the_period() -> None:
@@ -611,7 +639,7 @@ def test_local_health_rises_with_missed_acks_slows_probing_and_recovers() -> Non
     raised = core.health
     probe_id = max(core._probes)  # the probe still running: answer it
     target = core._probes[probe_id].target
-    ack = wire.Packet(target, 50, wire.Ack(probe_id, 0, b""), ())
+    ack = wire.Packet(target, node(1), 50, wire.Ack(probe_id, 0, b""), ())
     core.receive(core.members[target].address, wire.encode(ack, KEY), 0.36)
     assert core.health == raised - 1
     assert PLAIN.lifeguard is False
@@ -623,7 +651,7 @@ def test_local_health_rises_with_missed_acks_slows_probing_and_recovers() -> Non
 def test_a_refutation_goes_to_every_member_at_once() -> None:
     core = _silent_core()
     news = wire.Update(node(1), SUSPECT, 0)
-    packet = wire.Packet(node(2), 5, wire.Gossip(), (news,))
+    packet = wire.Packet(node(2), node(1), 5, wire.Gossip(), (news,))
     out = core.receive(endpoint(2), wire.encode(packet, KEY), 0.001)
     refuting = {
         d.endpoint

@@ -47,6 +47,7 @@ messages = st.one_of(
 packets = st.builds(
     wire.Packet,
     sender=names,
+    recipient=st.none() | names,
     sequence=st.integers(0, 2**64 - 1),
     message=messages,
     updates=st.lists(updates, max_size=5).map(tuple),
@@ -63,7 +64,9 @@ def _signed(body: bytes, key: bytes = KEY) -> bytes:
     return body + hmac.new(key, body, hashlib.sha256).digest()[: wire.TAG_SIZE]
 
 
-PING = wire.Packet(election.NodeName("node-a"), 7, wire.Ping(1, election.NodeName("node-b")))
+NODE_A, NODE_B = election.NodeName("node-a"), election.NodeName("node-b")
+PING = wire.Packet(NODE_A, NODE_B, 7, wire.Ping(1, NODE_B))
+LEGACY_PING = wire.Packet(NODE_A, None, 7, wire.Ping(1, NODE_B))
 
 
 @given(packets)
@@ -75,6 +78,18 @@ def test_round_trip_and_size(packet: wire.Packet) -> None:
 
 def test_wire_layout_of_a_ping() -> None:
     data = wire.encode(PING, KEY)
+    assert data[:4] == b"IL\x02\x01"
+    assert data[4:12] == (7).to_bytes(8, "big")
+    assert data[12:26] == b"\x06node-a\x06node-b"  # sender, recipient: both signed
+    assert data[26:37] == b"\x00\x00\x00\x01\x06node-b"
+    assert data[37:38] == b"\x00"  # no updates
+    assert data[38:] == hmac.new(KEY, data[:38], hashlib.sha256).digest()[:16]
+
+
+def test_wire_layout_of_a_legacy_ping() -> None:
+    # What speakers before version 2 send: no recipient. Still decoded, for rolling upgrades.
+    data = wire.encode(LEGACY_PING, KEY)
+    assert wire.decode(data, [KEY]) == LEGACY_PING
     assert data[:4] == b"IL\x01\x01"
     assert data[4:12] == (7).to_bytes(8, "big")
     assert data[12:19] == b"\x06node-a"
@@ -93,7 +108,17 @@ def test_rejections_before_the_mac() -> None:
     data = wire.encode(PING, KEY)
     assert _reason(data[:20], [KEY]) is wire.DropReason.BAD_LENGTH
     assert _reason(b"XX" + data[2:], [KEY]) is wire.DropReason.NOT_IRONLB
-    assert _reason(data[:2] + b"\x02" + data[3:], [KEY]) is wire.DropReason.UNKNOWN_VERSION
+    assert _reason(data[:2] + b"\x03" + data[3:], [KEY]) is wire.DropReason.UNKNOWN_VERSION
+    assert _reason(data[:2] + b"\x00" + data[3:], [KEY]) is wire.DropReason.UNKNOWN_VERSION
+
+
+def test_the_recipient_cannot_be_changed_or_dropped() -> None:
+    data = wire.encode(PING, KEY)
+    other = data[:19] + b"\x06node-c" + data[26:]
+    assert _reason(other, [KEY]) is wire.DropReason.BAD_MAC
+    # Nor can it be removed by calling the packet legacy: the version byte is signed.
+    legacy = data[:2] + b"\x01" + data[3:19] + data[26:]
+    assert _reason(legacy, [KEY]) is wire.DropReason.BAD_MAC
 
 
 def test_any_flipped_bit_breaks_the_mac() -> None:
@@ -111,6 +136,8 @@ def test_any_flipped_bit_breaks_the_mac() -> None:
         b"IL\x01\x04" + bytes(8) + b"\x01a\x00\x00",  # trailing byte
         b"IL\x01\x04" + bytes(8) + b"\x01a\x02",  # two updates announced, none present
         b"IL\x01\x04" + bytes(8) + b"\x00\x00",  # empty sender name
+        b"IL\x02\x04" + bytes(8) + b"\x01a\x00\x00",  # empty recipient name
+        b"IL\x02\x04" + bytes(8) + b"\x01a\x00",  # no recipient at all
         b"IL\x01\x04" + bytes(8) + b"\x02\xff\xfe\x00",  # sender name not UTF-8
         b"IL\x01\x04" + bytes(8) + b"\x01a\x01\x07" + bytes(4) + b"\x01b\x00",  # unknown state
         b"IL\x01\x04" + bytes(8) + b"\x01a\x01\x03" + bytes(4) + b"\x01b\x01m",  # meta on DEAD
@@ -134,10 +161,10 @@ def test_random_bytes_raise_only_packet_rejected(data: bytes) -> None:
         wire.decode(data, [KEY])
 
 
-@given(st.binary(min_size=9, max_size=120))  # at least the rest of the 12-byte preamble
-def test_signed_garbage_raises_only_packet_rejected(garbage: bytes) -> None:
+@given(st.sampled_from([1, 2]), st.binary(min_size=9, max_size=120))  # the rest of the preamble
+def test_signed_garbage_raises_only_packet_rejected(version: int, garbage: bytes) -> None:
     try:
-        wire.decode(_signed(b"IL\x01" + garbage), [KEY])
+        wire.decode(_signed(b"IL" + bytes([version]) + garbage), [KEY])
     except wire.PacketRejected as rejected:
         reason = rejected.reason
     else:
@@ -162,9 +189,11 @@ def test_a_core_survives_any_authenticated_packet(batch: list[wire.Packet]) -> N
 
 def test_encode_refuses_what_cannot_be_decoded() -> None:
     with pytest.raises(ValueError, match="node name"):
-        wire.encode(wire.Packet(election.NodeName("x" * 254), 1, wire.Gossip()), KEY)
+        wire.encode(wire.Packet(election.NodeName("x" * 254), NODE_A, 1, wire.Gossip()), KEY)
+    with pytest.raises(ValueError, match="node name"):
+        wire.encode(wire.Packet(NODE_A, election.NodeName("x" * 254), 1, wire.Gossip()), KEY)
     with pytest.raises(ValueError, match="meta"):
-        wire.encode(wire.Packet(election.NodeName("a"), 1, wire.Ack(1, 0, bytes(65))), KEY)
+        wire.encode(wire.Packet(election.NodeName("a"), NODE_A, 1, wire.Ack(1, 0, bytes(65))), KEY)
 
 
 class TestReplayWindow:

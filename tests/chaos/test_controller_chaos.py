@@ -1,33 +1,25 @@
-"""WORK IN PROGRESS, NOT COLLECTED (no test_ prefix): not yet trustworthy, see below.
-
-Status (issue 9, chaos branch): it runs (1 000 Services created in 49-166 s on a busy machine,
-52 kills in 84-103 s, churn ~230 creates / ~170 deletes / ~200 re-keys, watch never needed a
-relist, about 6 minutes in all) but `ServiceHistory.overlaps()` reports pairs of churned
-Services on one address (6 in one run). Not yet known whether those are double assignments or
-the recorder's fault: after a sharing-key edit the old status legitimately stays until the
-(often just killed) controller moves the Service, and `overlaps()` compares the current keys;
-comparing the keys at assignment time instead (tried) flags a Service that legitimately kept its
-address after a key edit (123 pairs). It needs a grace period after each key edit, bounded by the
-controller's restart time, and a look at the flagged pairs. The kept-Service checks (no move, no
-cleared address) come after it and were never reached.
-
-Controller chaos: SIGKILL the controller every few seconds while 1 000 Services churn.
+"""Controller chaos: SIGKILL the controller 50 times while Services churn; nothing is held twice.
 
 The controller runs on the lab's control-plane host against the real API server (no speakers:
 this is about allocation). A watch that relists on 410 (`support.ownership.ServiceHistory`)
-records every address of every Service over time. While Services are created, deleted and their
-sharing keys edited, the controller is SIGKILLed 50+ times, each time 0.5-2.5 s after it was
-started (often before it finished re-reserving), and restarted at once. Asserted:
-- no address was ever held by two Services at the same time (unless both had the same sharing
-  key);
-- no Service the churn never touched ever changed address (the first one stays);
-- after the last restart every Service that should have an address has one.
-Takes about three minutes on a busy two-core machine.
+records every address of every Service over time, with what decides sharing. 400 Services are
+created and addressed; then, while other Services are created, deleted and their sharing keys
+edited (~10 changes a second), the controller is SIGKILLed 50 times, each time 0.5-2.5 s after it
+was started (often before it finished re-reserving; every tenth lives long enough to settle) and
+restarted at once. Asserted, from the recorded history:
+- no address was held by two Services at a moment they could not share it
+  (`ownership.double_assignments`): the same key and other ports at that moment, or, after a
+  key edit, the old key until a controller has run `SETTLE` seconds since the edit (the old
+  status legitimately stays until the controller moves the Service);
+- no Service the churn never touched changed or lost its address;
+- at the end every Service has an address (the pool has room for all).
+About two minutes on a busy two-core machine.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -43,10 +35,13 @@ pytestmark = pytest.mark.e2e
 
 MODULE = "test_controller_chaos"
 POOL = kube.pool("chaos-ctl", "198.18.64.0/22", module=MODULE)
-KEPT = 1000
-KILLS = 52
+KEPT = 400
+KILLS = 50
 KEYS = 8
 """Sharing keys the churned Services pick from (each Service with its own port: compatible)."""
+SETTLE = 2.0
+"""Seconds a controller runs, once ready, to act on everything pending (its restart time, as
+measured at the start of the test, comes on top)."""
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +117,16 @@ async def _churn(
     return done
 
 
-@pytest.mark.timeout(600)
+async def _unaddressed(admin: k8s.Client, namespace: str) -> list[str]:
+    items, _ = await admin.list_all(k8s.SERVICES, namespace)
+    return [
+        i["metadata"]["name"]
+        for i in items
+        if not ((i.get("status") or {}).get("loadBalancer") or {}).get("ingress")
+    ]
+
+
+@pytest.mark.timeout(420)
 async def test_controller_killed_50_times_during_churn_never_double_assigns_or_moves(
     cluster: lab_cluster.Cluster,
     pool: None,
@@ -132,52 +136,72 @@ async def test_controller_killed_50_times_during_churn_never_double_assigns_or_m
 ) -> None:
     rng = random.Random(9)
     kept = [f"kept-{i}" for i in range(KEPT)]
+    began = time.monotonic()
     controller = components.start_controller(cluster, webhook=False)
+    lifetimes: list[tuple[float, float]] = []
     try:
-        t0 = time.monotonic()
         await _create_many(admin, namespace, kept)
-        print(f"created {KEPT} Services in {time.monotonic() - t0:.0f} s", flush=True)
         await kube.eventually(
-            lambda: _all_have_addresses(history, kept), within=120, what="1 000 addresses"
+            lambda: _all_have_addresses(history, kept), within=120, what=f"{KEPT} addresses"
         )
-        print(f"all addressed after {time.monotonic() - t0:.0f} s", flush=True)
+        addressed = time.monotonic() - began
+        # The restart time with every Service in place: part of each key edit's grace.
+        controller.kill()
+        start = time.monotonic()
+        controller = components.start_controller(cluster, webhook=False)
+        restart = time.monotonic() - start
+        settle = restart + SETTLE
         stop = asyncio.Event()
         churn = asyncio.create_task(_churn(admin, namespace, stop, rng))
         kills = 0
         started = time.monotonic()
         while kills < KILLS:
-            await asyncio.sleep(rng.uniform(0.5, 2.5))
+            life = settle + 1.0 if kills % 10 == 9 else rng.uniform(0.5, 2.5)
+            await asyncio.sleep(max(0.0, start + life - time.monotonic()))
             controller.kill()
+            lifetimes.append((start, time.monotonic()))
             kills += 1
+            start = time.monotonic()
             controller = components.start_controller(cluster, webhook=False, wait=False)
         stop.set()
         done = await churn
         controller.wait_ready(timeout=60)
-        await kube.eventually(
-            lambda: _all_have_addresses(history, kept), within=60, what="every kept address"
-        )
-        elapsed = time.monotonic() - started
+        with contextlib.suppress(AssertionError):  # the assertion below names them
+            await kube.eventually(lambda: _all_addressed(admin, namespace), within=60)
+        unaddressed = await _unaddressed(admin, namespace)
+        chaos = time.monotonic() - started
     finally:
         controller.kill()
-    print(f"{kills} kills in {elapsed:.0f} s; churn {done}; watch relists {history.relists}")
+    lifetimes.append((start, float("inf")))
+    print(
+        f"{KEPT} addressed in {addressed:.0f} s; restart {restart:.1f} s; {kills} kills in "
+        f"{chaos:.0f} s; churn {done}; watch lists {history.relists} (410: {history.gone})"
+    )
+    doubles = history.double_assignments(
+        lambda edited: ownership.settled_after(edited, lifetimes, settle)
+    )
+    excused = len(history.double_assignments(lambda edited: edited)) - len(doubles)
+    moved = {
+        name: changes
+        for name in kept
+        if (changes := ownership.address_changes(history.versions[name]))
+    }
+    print(
+        f"{len(doubles)} double assignments ({excused} overlaps after key edits excused by "
+        f"their grace); {len(moved)} kept Services moved or lost their address; "
+        f"{len(unaddressed)} Services without an address at the end"
+    )
     assert done["create"] > 50, done
     assert done["delete"] > 10, done
     assert done["rekey"] > 10, done
-    assert history.overlaps() == []
-    moved = {
-        name: [ips for _, ips, _, _ in history.versions[name] if ips]
-        for name in kept
-        if len({ips for _, ips, _, _ in history.versions[name] if ips}) > 1
-    }
-    assert moved == {}
-    cleared = [
-        name
-        for name in kept
-        if any(not ips for _, ips, _, _ in history.versions[name][1:])
-        and history.versions[name][0][1]
-    ]
-    assert cleared == []
+    assert unaddressed == []
+    assert doubles == [], f"first: {doubles[:5]}"
+    assert moved == {}, f"first: {dict(list(moved.items())[:5])}"
+
+
+async def _all_addressed(admin: k8s.Client, namespace: str) -> bool:
+    return not await _unaddressed(admin, namespace)
 
 
 def _all_have_addresses(history: ownership.ServiceHistory, names: list[str]) -> bool:
-    return all(history.versions.get(n) and history.versions[n][-1][1] for n in names)
+    return all(history.versions.get(n) and history.versions[n][-1].ips for n in names)
