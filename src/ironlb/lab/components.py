@@ -345,8 +345,12 @@ def start_speaker(
     *,
     extra: tuple[str, ...] = (),
     wait: bool = True,
+    metrics_port: int = 7472,
+    membership_port: int | None = None,
 ) -> Process:
-    """Run the speaker of node-`index` inside its namespace, as service account ironlb-speaker."""
+    """Run the speaker of node-`index` inside its namespace, as service account ironlb-speaker.
+    Other ports than the defaults let it run beside MetalLB's speaker (which holds 7472 and
+    7946 on the node's address) during a takeover."""
     host = c.lab.hosts[f"node-{index}"]
     kubeconfig = c.service_account_kubeconfig("ironlb-speaker")
     log = c.lab.workdir / f"speaker-{index}.log"
@@ -359,11 +363,14 @@ def start_speaker(
         f"--node-name=node-{index}",
         f"--bind-address={host.ipv4}",
         "--log-level=debug",
+        f"--metrics-port={metrics_port}",
+        *((f"--membership-port={membership_port}",) if membership_port else ()),
         *extra,
     ]
     start = _log_size(log)
     proc = host.ns.spawn(argv, log=log)
-    process = Process(f"speaker-{index}", host.ns, proc, log, f"http://{host.ipv4}:7472", start)
+    url = f"http://{host.ipv4}:{metrics_port}"
+    process = Process(f"speaker-{index}", host.ns, proc, log, url, start)
     if wait:
         process.wait_ready()
     return process

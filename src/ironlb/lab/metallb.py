@@ -94,6 +94,8 @@ def crds(*, conversion_webhook: bool = True) -> list[dict[str, Any]]:
         (doc,) = [
             d for d in yaml.safe_load_all((bases / f"metallb.io_{kind}.yaml").read_text()) if d
         ]
+        if kind == "bgppeers":
+            _drop_int32_format(doc)
         if conversion_webhook and kind == "bgppeers":
             doc["spec"]["conversion"] = {
                 "strategy": "Webhook",
@@ -104,6 +106,26 @@ def crds(*, conversion_webhook: bool = True) -> list[dict[str, Any]]:
             }
         docs.append(doc)
     return docs
+
+
+INT32_MAX = 2**31 - 1
+
+
+def _drop_int32_format(crd: dict[str, Any]) -> None:
+    """Drop `format: int32` from the BGPPeer CRD's `spec.myASN` and `spec.peerASN` (both
+    versions), keeping their bounds 0..4294967295.
+
+    MetalLB's Go fields are uint32, which controller-gen v0.17 renders as `format: int32` with
+    the uint32 maximum. Kubernetes 1.36 accepts that CRD but then refuses every BGPPeer, whatever
+    its ASN ("Maximum boundary value must be of type integer with format int32 in spec.myASN";
+    a 4-octet ASN also fails "Checked value must be ..."), so MetalLB could never be configured
+    for BGP. Without the format, the bounds alone are MetalLB's intent."""
+    for version in crd["spec"]["versions"]:
+        spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+        for name in ("myASN", "peerASN"):
+            prop = spec.get(name)
+            if prop and prop.get("format") == "int32" and prop.get("maximum", 0) > INT32_MAX:
+                del prop["format"]
 
 
 def install_crds(c: lab_cluster.Cluster, *, conversion_webhook: bool = True) -> None:
