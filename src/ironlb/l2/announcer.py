@@ -538,7 +538,9 @@ class Announcer:
     def _node_facts(self, now: float) -> list[Action]:
         """Re-evaluate every address when settling or isolation changed."""
         f = self._facts
-        recent = now - f.bad_mac_at < self.timing.key_mismatch_window
+        # The same sum as next_deadline's: `now - at < window` can stay true at that deadline
+        # by a rounding error, and the deadline would then be in the past.
+        recent = now < f.bad_mac_at + self.timing.key_mismatch_window
         isolated = f.membership and recent and not f.verified_peers
         actions: list[Action] = []
         changed = isolated != f.isolated
