@@ -1,11 +1,14 @@
 """BGP chaos: the router crashes, a password changes under running sessions, a peer sends
-garbage. Three node namespaces each run a speaker as its node, beside the controller and the
-real API server; FRR in the router namespace peers with every node, and a hostile "router" at
-the LAN client's address speaks malformed BGP to node-1.
+garbage, the router or a speaker crashes under Graceful Restart. Three node namespaces each run
+a speaker as its node and a backend, beside the controller and the real API server; FRR in the
+router namespace peers with every node, the remote client behind the router sends requests to
+Service addresses, and a hostile "router" at the LAN client's address speaks malformed BGP to
+node-1.
 
 What is asserted is seen from OUTSIDE ironlb: FRR's sessions, routes and connection counters,
-and the bytes the speaker sends to the hostile peer. Limits are generous (the machine is shared)
-and only prove that recovery happens; the times are printed.
+the router's kernel routes (sampled), every request of the remote client, and the bytes the
+speaker sends to the hostile peer. Limits are generous (the machine is shared) and only prove
+that recovery happens; the times are printed.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import itertools
 import json
 import socket
 import struct
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -28,7 +32,7 @@ from ironlb.bgp import families, fsm
 from ironlb.k8s import client as k8s
 from ironlb.lab import cluster as lab_cluster
 from ironlb.lab import components, netns, routers, topology
-from support import kube
+from support import kube, traffic
 
 pytestmark = pytest.mark.e2e
 
@@ -38,6 +42,8 @@ ROUTER_AS, NODE_AS, ROGUE_AS = 64500, 64510, 64999
 V4 = families.Family.IPV4_UNICAST
 ROUTER_V4 = topology.lan_addresses(topology.HOST_ROUTER)[0]
 HOLD_TIME, CONNECT_TIME = 9, 2
+SWEEP_TIME = 30
+"""Seconds a restarted FRR's zebra keeps the kernel routes of the FRR that was killed."""
 POOL = kube.pool("chaos-bgp", "203.0.113.64/28", module=MODULE)
 ADVERTISEMENT = {
     "apiVersion": "metallb.io/v1beta1",
@@ -81,12 +87,19 @@ class BgpChaos:
     router: routers.Frr
     speakers: dict[int, components.Process] = field(default_factory=dict)
     others: list[components.Process] = field(default_factory=list)
+    graceful: bool = False
+    """Graceful Restart on both sides (`graceful_restart`)."""
+
+    @property
+    def remote(self) -> topology.Host:
+        return self.cluster.lab.hosts["remote"]
 
     def router_config(self, password: str = "") -> routers.RouterConfig:
         neighbors = tuple(
             routers.Neighbor(h.ipv4, NODE_AS, password=password) for h in self.hosts.values()
         )
-        return routers.RouterConfig(ROUTER_AS, neighbors)
+        sweep = SWEEP_TIME if self.graceful else 0
+        return routers.RouterConfig(ROUTER_AS, neighbors, graceful_restart=sweep)
 
     def established(self) -> bool:
         self.assert_speakers_alive()  # fail at once, with the log, rather than time out
@@ -128,6 +141,7 @@ def lab(cluster: lab_cluster.Cluster) -> Iterator[BgpChaos]:
         router.start(chaos.router_config())
         for i, host in hosts.items():
             components.register_node(cluster, i, host)
+            chaos.others.append(components.start_backend(cluster, host))
         chaos.others.append(components.start_controller(cluster))
         kube.apply(cluster, POOL, ADVERTISEMENT, bgp_peer("router", ROUTER_V4, ROUTER_AS))
         for i in NODES:
@@ -186,25 +200,195 @@ async def recovered(lab: BgpChaos, routes: dict[str, frozenset[str]], within: fl
     return time.monotonic() - started
 
 
-# --- the router crashes --------------------------------------------------------------------
+# --- the router crashes ---------------------------------------------------------------------
+
+Samples = list[tuple[float, tuple[str, ...]]]
+"""(time, next hops) of one prefix's route in the router's kernel table."""
+
+
+@contextlib.contextmanager
+def fib_sampled(router: routers.Frr, prefix: str) -> Iterator[Samples]:
+    """Sample the router's kernel route for `prefix` in a thread, as fast as `ip` answers
+    (every 20 ms at most), until the block ends."""
+    samples: Samples = []
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            samples.append((time.monotonic(), router.fib_routes(prefix)))
+            done.wait(0.02)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield samples
+    finally:
+        done.set()
+        thread.join(10)
+
+
+def gaps(samples: Samples) -> list[float]:
+    """Seconds each absence of the route lasted (from its first sample without the route to
+    the next one with it)."""
+    found, since = [], None
+    for t, hops in samples:
+        if not hops and since is None:
+            since = t
+        elif hops and since is not None:
+            found.append(t - since)
+            since = None
+    return found
+
+
+def requests(stream: traffic.Stream, samples: Samples) -> str:
+    return (
+        f"{len(stream.results)} requests, {stream.lost} failed {stream.errors};"
+        f" {len(samples)} FIB samples, route absent {[round(g, 2) for g in gaps(samples)]} s"
+    )
+
+
+@contextlib.asynccontextmanager
+async def graceful_restart(lab: BgpChaos) -> AsyncIterator[None]:
+    """Graceful Restart on both sides for the block: the BGPPeer's `enableGracefulRestart`, and
+    FRR's `bgp graceful-restart` with preserved forwarding state (its zebra started with `-K`
+    at the next `start()`)."""
+    lab.graceful = True
+    try:
+        kube.apply(
+            lab.cluster, bgp_peer("router", ROUTER_V4, ROUTER_AS, enableGracefulRestart=True)
+        )
+        await asyncio.to_thread(lab.router.configure, lab.router_config())
+
+        def graceful_sessions() -> bool:
+            table = json.loads(lab.router.vtysh("show bgp neighbors json"))
+            return lab.established() and all(
+                table[h.ipv4].get("neighborCapabilities", {}).get("gracefulRestart")
+                == "advertisedAndReceived"
+                for h in lab.hosts.values()
+            )
+
+        await asyncio.to_thread(routers.wait_until, graceful_sessions, 30, "sessions with GR")
+        yield
+    finally:
+        lab.graceful = False
+        kube.apply(lab.cluster, bgp_peer("router", ROUTER_V4, ROUTER_AS))
+        await asyncio.to_thread(lab.router.configure, lab.router_config())
+        await asyncio.to_thread(routers.wait_until, lab.established, 30, "sessions without GR")
+
+
+async def router_killed_under_traffic(
+    lab: BgpChaos, admin: k8s.Client, namespace: str
+) -> tuple[traffic.Stream, Samples]:
+    """FRR SIGKILLed and restarted while the remote client sends a request every 10 ms to a
+    Service and the router's kernel route to it is sampled; returns once every session and
+    route is back (and half a second more of traffic)."""
+    routes = await routed_services(admin, lab, namespace, count=1)
+    (ip,) = await kube.ingress(admin, namespace, "svc-0")
+    prefix = f"{ip}/32"
+    hops = tuple(sorted(routes[prefix]))
+    await asyncio.to_thread(
+        routers.wait_until, lambda: lab.router.fib_routes(prefix) == hops, 10, "the ECMP route"
+    )
+    with fib_sampled(lab.router, prefix) as samples:
+        stream = traffic.Stream(lab.remote.ns.name, ip, count=3000, interval=0.01).start()
+        try:
+            await asyncio.sleep(0.5)
+            killed = time.monotonic()
+            lab.router.kill()
+            await asyncio.to_thread(lab.router.start, lab.router_config())
+            restarted = time.monotonic()
+            bound = HOLD_TIME + CONNECT_TIME
+            after_restart = await recovered(lab, routes, bound)
+            await asyncio.sleep(0.5)
+        finally:
+            await asyncio.to_thread(stream.stop)
+    print(
+        f"router SIGKILLed and restarted (graceful restart {lab.graceful}): FRR up again"
+        f" {restarted - killed:.2f} s after the kill; {len(NODES)} sessions and {len(routes)}"
+        f" route back {after_restart:.2f} s later ({restarted - killed + after_restart:.2f} s"
+        f" after the kill; bound {bound} s); {requests(stream, samples)}"
+    )
+    lab.assert_speakers_alive()
+    assert len(samples) > 20, "the FIB was hardly sampled"
+    assert len(stream.results) > 100, "hardly any request was sent"
+    return stream, samples
 
 
 async def test_every_session_and_route_comes_back_after_the_router_is_killed(
     lab: BgpChaos, admin: k8s.Client, namespace: str
 ) -> None:
-    routes = await routed_services(admin, lab, namespace)
-    killed = time.monotonic()
-    lab.router.kill()
-    await asyncio.to_thread(lab.router.start, lab.router_config())
-    restarted = time.monotonic()
-    bound = HOLD_TIME + CONNECT_TIME
-    after_restart = await recovered(lab, routes, bound)
-    print(
-        f"router SIGKILLed and restarted: FRR up again {restarted - killed:.2f} s after the kill;"
-        f" {len(NODES)} sessions and {len(routes)} routes back {after_restart:.2f} s later"
-        f" ({restarted - killed + after_restart:.2f} s after the kill; bound {bound} s)"
-    )
-    lab.assert_speakers_alive()
+    stream, samples = await router_killed_under_traffic(lab, admin, namespace)
+    # Without Graceful Restart the restarted zebra sweeps the killed one's kernel routes at
+    # once: forwarding stops until the sessions are back (the contrast to the test below).
+    assert gaps(samples), requests(stream, samples)
+    assert stream.lost > 0, requests(stream, samples)
+
+
+async def test_graceful_restart_keeps_forwarding_while_the_router_restarts(
+    lab: BgpChaos, admin: k8s.Client, namespace: str
+) -> None:
+    async with graceful_restart(lab):
+        stream, samples = await router_killed_under_traffic(lab, admin, namespace)
+    # The kernel keeps forwarding while FRR is down and while it relearns: the route is in
+    # every sample, and every request is answered.
+    assert not any(not hops for _, hops in samples), requests(stream, samples)
+    assert stream.lost == 0, requests(stream, samples)
+
+
+# --- a speaker crashes ---------------------------------------------------------------------
+
+
+async def test_graceful_restart_keeps_forwarding_while_a_speaker_restarts(
+    lab: BgpChaos, admin: k8s.Client, namespace: str
+) -> None:
+    """A Service only node-1 announces (its one local endpoint) while node-1's speaker is
+    SIGKILLed and started again: FRR, the helper, keeps the route (stale) until the new speaker
+    has sent it again and End-of-RIB; the remote client never notices."""
+    async with graceful_restart(lab):
+        body = kube.service("local", externalTrafficPolicy="Local")
+        await admin.create(k8s.SERVICES, body, namespace)
+        components.endpoints(lab.cluster, namespace, "local", ["node-1"])
+        (ip,) = await kube.eventually(lambda: kube.ingress(admin, namespace, "local"))
+        prefix, node = f"{ip}/32", lab.hosts[1].ipv4
+
+        def paths() -> list[routers.Path]:
+            return lab.router.routes(V4).get(prefix, [])
+
+        def fresh() -> bool:
+            found = paths()
+            return [(p.next_hop, p.stale) for p in found] == [(node, False)] and (
+                lab.router.fib_routes(prefix) == (node,)
+            )
+
+        await asyncio.to_thread(routers.wait_until, fresh, 20, "the route via node-1")
+        with fib_sampled(lab.router, prefix) as samples:
+            stream = traffic.Stream(lab.remote.ns.name, ip, count=3000, interval=0.01).start()
+            try:
+                await asyncio.sleep(0.5)
+                killed = time.monotonic()
+                lab.speakers[1].kill()
+                stale = await asyncio.to_thread(
+                    routers.wait_until,
+                    lambda: all(p.stale for p in found) and found if (found := paths()) else None,
+                    10,
+                    "FRR to keep the route as stale",
+                )
+                lab.speakers[1] = components.start_speaker(lab.cluster, 1, wait=False)
+                await asyncio.to_thread(routers.wait_until, fresh, 60, "the route refreshed")
+                back = time.monotonic() - killed
+                await asyncio.sleep(0.5)
+            finally:
+                await asyncio.to_thread(stream.stop)
+        print(
+            f"speaker SIGKILLed and restarted with graceful restart: route refreshed {back:.2f} s"
+            f" after the kill; {requests(stream, samples)}"
+        )
+        assert [p.next_hop for p in stale] == [node]
+        assert len(samples) > 20, "the FIB was hardly sampled"
+        assert len(stream.results) > 100, "hardly any request was sent"
+        assert all(hops == (node,) for _, hops in samples), requests(stream, samples)
+        assert stream.lost == 0, requests(stream, samples)
+        lab.assert_speakers_alive()
 
 
 # --- the password changes under running sessions -------------------------------------------
