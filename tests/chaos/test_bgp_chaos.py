@@ -42,8 +42,11 @@ ROUTER_AS, NODE_AS, ROGUE_AS = 64500, 64510, 64999
 V4 = families.Family.IPV4_UNICAST
 ROUTER_V4 = topology.lan_addresses(topology.HOST_ROUTER)[0]
 HOLD_TIME, CONNECT_TIME = 9, 2
-SWEEP_TIME = 30
-"""Seconds a restarted FRR's zebra keeps the kernel routes of the FRR that was killed."""
+SWEEP_TIME = 8
+"""Seconds a restarted FRR's zebra keeps the kernel routes of the FRR that was killed: short,
+so that traffic goes on past the sweep (the restarted bgpd must have taken every route over by
+then, which it does only once every speaker has sent End-of-RIB), but over the time sessions
+take to come back (1-2 s)."""
 POOL = kube.pool("chaos-bgp", "203.0.113.64/28", module=MODULE)
 ADVERTISEMENT = {
     "apiVersion": "metallb.io/v1beta1",
@@ -281,7 +284,8 @@ async def router_killed_under_traffic(
 ) -> tuple[traffic.Stream, Samples]:
     """FRR SIGKILLed and restarted while the remote client sends a request every 10 ms to a
     Service and the router's kernel route to it is sampled; returns once every session and
-    route is back (and half a second more of traffic)."""
+    route is back (and half a second more of traffic; under Graceful Restart, until zebra's
+    sweep is past)."""
     routes = await routed_services(admin, lab, namespace, count=1)
     (ip,) = await kube.ingress(admin, namespace, "svc-0")
     prefix = f"{ip}/32"
@@ -299,7 +303,9 @@ async def router_killed_under_traffic(
             restarted = time.monotonic()
             bound = HOLD_TIME + CONNECT_TIME
             after_restart = await recovered(lab, routes, bound)
-            await asyncio.sleep(0.5)
+            # Under Graceful Restart, until zebra has swept what bgpd did not take over.
+            until = restarted + SWEEP_TIME + 1 if lab.graceful else 0
+            await asyncio.sleep(max(0.5, until - time.monotonic()))
         finally:
             await asyncio.to_thread(stream.stop)
     print(
