@@ -350,7 +350,15 @@ class Frr(Router):
             f" timers bgp {config.keepalive} {config.hold_time}",
         ]
         if config.graceful_restart:
-            lines += [" bgp graceful-restart", " bgp graceful-restart preserve-fw-state"]
+            lines += [
+                " bgp graceful-restart",
+                " bgp graceful-restart preserve-fw-state",
+                # A restarted bgpd selects routes once every neighbour has sent End-of-RIB (or
+                # after half the sweep time), not as each comes up: the kernel routes change
+                # once, to every next hop, instead of losing those of the later sessions a
+                # while (connections the kernel rehashes meanwhile are reset).
+                f" update-delay {max(1, config.graceful_restart // 2)}",
+            ]
         for n in config.neighbors:
             a = n.address
             source = host.ipv4 if n.family is families.Family.IPV4_UNICAST else host.ipv6
