@@ -2,7 +2,7 @@
 restarts on that connection alone. An outgoing attempt of its own would collide with it, and
 the two sides may resolve a collision differently (ironlb keeps a connection it saw reach
 Established, the router the one the BGP Identifiers pick while its side is in OpenConfirm), so
-that both connections close and the session flaps. No socket is opened: the connection's
+that both connections close and the session flaps. No connection is made: the connection's
 transport is a stand-in, and the socket factory records any attempt."""
 
 from __future__ import annotations
