@@ -27,8 +27,9 @@ Invariants:
   if it wins. A core whose connection is gone for good (a second core, or the first one while a
   second is alive) is dropped.
 - A session waiting out its idle-hold backoff restarts at once when the peer connects (a
-  rebooted router is back) or its BFD session comes Up, instead of refusing until the backoff
-  ends; a session stopped by the owner refuses connections.
+  rebooted router is back: on that connection only, without an attempt of its own to collide
+  with it) or its BFD session comes Up, instead of refusing until the backoff ends; a session
+  stopped by the owner refuses connections.
 - TCP MD5 keys are on the connecting socket before connect() and on the listening sockets for
   as long as the peer is registered; TTL is 1 for directly connected eBGP and 255 otherwise.
 - One registered peer per address; a stopping peer hands its address (and key) over to a new
@@ -693,8 +694,11 @@ class Peer:
         main = self._main
         if self._restartable():
             # Waiting out the idle-hold backoff, but the peer is evidently back (a rebooted
-            # router): start now rather than refuse it, as Idle otherwise would.
+            # router): start now rather than refuse it, as Idle otherwise would, and on its
+            # connection alone. An attempt of our own would collide with it, and the two sides
+            # may resolve that differently (each closing the connection the other kept).
             self._restart(self._now())
+            self._cancel_attempt(main)
         if not self._started or self._stopping or main.core.state is fsm.State.IDLE:
             return False
         if main.conn is not None and self._second is not None:

@@ -97,8 +97,15 @@ class RouterConfig:
     """Proposed hold time in seconds; keepalives every third of it."""
     connect_retry: int = 1
     bfd_profiles: Mapping[str, bfd.Profile] = field(default_factory=dict)
+    graceful_restart: int = 0
+    """FRR only: Graceful Restart (RFC 4724) on every session, preserving forwarding state, and
+    the seconds a restarted zebra keeps the kernel routes its killed predecessor installed
+    before sweeping those bgpd has not installed again (`zebra -K`; taken at `start()`, not by
+    `configure()`); 0: no Graceful Restart (FRR stays a helper) and routes swept at once."""
 
     def __post_init__(self) -> None:
+        if not 0 <= self.graceful_restart <= 4095:
+            raise ValueError(f"graceful restart time {self.graceful_restart} out of 0-4095 s")
         for n in self.neighbors:
             if n.bfd_profile and n.bfd_profile not in self.bfd_profiles:
                 raise ValueError(f"neighbour {n.address}: no BFD profile {n.bfd_profile!r}")
@@ -296,6 +303,8 @@ class Frr(Router):
             ]
             if daemon == "bfdd":
                 argv += ["--bfdctl", str(d / "bfdd.sock")]
+            if daemon == "zebra" and config.graceful_restart:
+                argv += ["-K", str(config.graceful_restart)]
             self._spawn(daemon, argv)
             # bgpd and bfdd need zebra's socket; vtysh needs every daemon's.
             vty = d / f"{daemon}.vty"
@@ -340,6 +349,16 @@ class Frr(Router):
             " bgp bestpath as-path multipath-relax",
             f" timers bgp {config.keepalive} {config.hold_time}",
         ]
+        if config.graceful_restart:
+            lines += [
+                " bgp graceful-restart",
+                " bgp graceful-restart preserve-fw-state",
+                # A restarted bgpd selects routes once every neighbour has sent End-of-RIB (or
+                # after half the sweep time), not as each comes up: the kernel routes change
+                # once, to every next hop, instead of losing those of the later sessions a
+                # while (connections the kernel rehashes meanwhile are reset).
+                f" update-delay {max(1, config.graceful_restart // 2)}",
+            ]
         for n in config.neighbors:
             a = n.address
             source = host.ipv4 if n.family is families.Family.IPV4_UNICAST else host.ipv6
