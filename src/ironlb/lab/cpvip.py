@@ -35,6 +35,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from ironlb.bgp import bfd
 from ironlb.core import pki
 from ironlb.lab import kube, netns, routers, topology
 
@@ -232,21 +233,26 @@ class ControlPlanes:
             log=m.workdir / "cpvip.log",
         )
 
-    def start_router(self, workdir: Path) -> routers.Frr:
+    def start_router(self, workdir: Path, *, bfd_v6: bool = False) -> routers.Frr:
         """BGP mode: the lab router (added to the lab) running FRR, peering with every member in
-        both families; clients move behind it (the `remote` host)."""
+        both families; clients move behind it (the `remote` host). `bfd_v6`: the IPv6 sessions
+        run BFD (default profile: 300 ms x 3), so that one lab covers both."""
         router_host = self.lab.add_router()
         for family in ("ipv4", "ipv6"):
             router_host.ns.sysctl(f"net.{family}.fib_multipath_hash_policy", "1")
         self.client = self.lab.hosts["remote"]
         self.dual_stack = True
         neighbors = tuple(
-            routers.Neighbor(address, CONTROL_PLANE_AS)
+            routers.Neighbor(address, CONTROL_PLANE_AS, bfd_profile=profile)
             for m in self.members
-            for address in (m.host.ipv4, m.host.ipv6)
+            for address, profile in (
+                (m.host.ipv4, ""),
+                (m.host.ipv6, "cpvip" if bfd_v6 else ""),
+            )
         )
+        profiles = {"cpvip": bfd.Profile()} if bfd_v6 else {}
         frr = routers.Frr(router_host, workdir)
-        frr.start(routers.RouterConfig(ROUTER_AS, neighbors))
+        frr.start(routers.RouterConfig(ROUTER_AS, neighbors, bfd_profiles=profiles))
         return frr
 
     def start_cpvip_bgp(self, m: Member, vip: str, *extra: str) -> None:
