@@ -2,11 +2,11 @@
 two cpvips each, one per family, the IPv6 one with BFD) peering with FRR on the lab router,
 which installs the VIPs' ECMP routes; a client behind the router sends GET /readyz through the
 VIP in a bounded loop and every request is counted (errors, resets, timeouts, wrong answers)
-while a node's cpvip gets SIGTERM, its apiserver is SIGSTOPped, and its apiserver is killed:
-each time that node's next hop (only that one) leaves the router's FIB.
+while a node's cpvip gets SIGTERM, its apiserver is SIGSTOPped, it falls silent (BFD), and its
+apiserver is killed: each time that node's next hop (only that one) leaves the router's FIB.
 
 One module-scoped control plane (starting three apiservers is the slow part); the destructive
-kill comes last. Runtime: about 50 s on this 2-core machine, most of it the control plane.
+kill comes last. Runtime: about 50-55 s on this 2-core machine, most of it the control plane.
 """
 
 from __future__ import annotations
@@ -241,6 +241,26 @@ def test_bgp_mode_refuses_a_vip_inside_a_node_subnet(lab: Lab) -> None:
     assert out.returncode == 2
     assert len(lines) == 1, lines
     assert "outside the nodes' subnets" in lines[0]
+
+
+def test_silent_node_death_bfd_withdraws_before_the_hold_time(lab: Lab) -> None:
+    """Every packet of a node's LAN interface dropped, link up (a node dead without a word):
+    the router notices by BFD (300 ms x 3) on the IPv6 sessions, by the hold time (3 s) on the
+    IPv4 ones. The node comes back and advertises again by itself."""
+    all_advertised(lab)
+    m = lab.cp.members[0]
+    with (
+        watching_next_hops(lab, V6, m) as gone6,
+        watching_next_hops(lab, V4, m) as gone4,
+        topology.silenced(m.host),
+    ):
+        dead = time.monotonic()
+        wait_until(lambda: gone6 and gone4, 8)
+    by_bfd, by_hold = gone6[0] - dead, gone4[0] - dead
+    print(f"silent death: IPv6 (BFD) gone after {by_bfd:.3f}s, IPv4 (hold) after {by_hold:.3f}s")
+    assert by_bfd < 2.0
+    assert by_bfd < by_hold
+    all_advertised(lab)
 
 
 def test_killed_apiserver_is_withdrawn_while_the_others_stay(lab: Lab) -> None:
