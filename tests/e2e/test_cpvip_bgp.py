@@ -25,7 +25,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import pytest
+import yaml
 
+from ironlb.cpvip import manifest
 from ironlb.lab import cpvip as lab_cpvip
 from ironlb.lab import netns, routers, topology
 
@@ -250,6 +252,30 @@ def test_bgp_mode_refuses_a_vip_inside_a_node_subnet(lab: Lab) -> None:
     assert out.returncode == 2
     assert len(lines) == 1, lines
     assert "outside the nodes' subnets" in lines[0]
+
+
+def test_bgp_manifest_passes_a_server_side_dry_run_through_the_vip(lab: Lab) -> None:
+    cp = lab.cp
+    assert cp.client is not None
+    pod = manifest.static_pod(
+        V4,
+        mode="bgp",
+        bgp_args=["--bgp-peers=198.18.0.1", "--bgp-peer-asn=64500", "--bgp-local-asn=64520"],
+        bgp_password_path="/etc/kubernetes/ironlb-bgp-password",
+    )
+    kubectl = [str(cp.bin_dir / "kubectl"), f"--kubeconfig={cp.workdir / 'vip.kubeconfig'}"]
+    # No kube-controller-manager in this lab to create the service account.
+    sa = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}}
+    for doc, extra in ((sa, ["-n", "kube-system"]), (pod, ["--dry-run=server"])):
+        out = subprocess.run(
+            cp.client.ns.argv([*kubectl, "apply", *extra, "-f", "-"]),
+            input=yaml.safe_dump(doc).encode(),
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        assert out.returncode == 0, out.stderr.decode()
+    assert b"created (server dry run)" in out.stdout
 
 
 def test_silent_node_death_bfd_withdraws_before_the_hold_time(lab: Lab) -> None:
