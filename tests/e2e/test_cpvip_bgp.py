@@ -6,7 +6,7 @@ while a node's cpvip gets SIGTERM, its apiserver is SIGSTOPped, it falls silent 
 apiserver is killed: each time that node's next hop (only that one) leaves the router's FIB.
 
 One module-scoped control plane (starting three apiservers is the slow part); the destructive
-kill comes last. Runtime: 50-70 s on this 2-core machine (shared), most of it the control plane.
+kill comes last. Runtime: 50-80 s on this 2-core machine (shared), most of it the control plane.
 """
 
 from __future__ import annotations
