@@ -22,6 +22,7 @@ from ironlb.controller import main as controller_main
 from ironlb.controller import settings as controller_settings
 from ironlb.core import model as core_model
 from ironlb.core import settings as core_settings
+from ironlb.cpvip import bgpmode as cpvip_bgp
 from ironlb.cpvip import main as cpvip_main
 from ironlb.cpvip import manifest as cpvip_manifest
 from ironlb.cpvip import settings as cpvip_settings
@@ -168,7 +169,8 @@ def cpvip(log_format: str, log_level: str, **values: Any) -> None:
     """Hold the control-plane VIP on the node whose kube-apiserver is healthy (no API needed)."""
     _setup_logging(log_format, log_level)
     settings = _settings(cpvip_settings.Settings, values)
-    sys.exit(asyncio.run(cpvip_main.run(settings)))
+    run = cpvip_bgp.run if settings.mode == "bgp" else cpvip_main.run
+    sys.exit(asyncio.run(run(settings)))
 
 
 @cli.group()
@@ -176,13 +178,39 @@ def manifest() -> None:
     """Print manifests to install ironlb pieces."""
 
 
+_BGP_MANIFEST_OPTIONS = (
+    "bgp_peers",
+    "bgp_peer_asn",
+    "bgp_local_asn",
+    "bgp_peer_port",
+    "bgp_hold_time",
+    "bgp_router_id",
+    "bgp_source_address",
+    "bgp_bfd",
+    "bgp_bfd_interval",
+    "bgp_bfd_multiplier",
+)
+"""Flags of `ironlb cpvip --mode bgp` that `ironlb manifest cpvip` passes through as given."""
+
+
 @manifest.command("cpvip")
 @click.option("--address", required=True, help="The control-plane VIP (one IP address).")
 @click.option("--interface", default=None, help="Interface (default: found from the address).")
 @click.option("--peers", multiple=True, callback=_patterns, help="Other control-plane nodes.")
-@click.option("--mode", type=click.Choice(["arp"]), default="arp", show_default=True)
+@click.option("--mode", type=click.Choice(["arp", "bgp"]), default="arp", show_default=True)
 @click.option("--image", default=cpvip_manifest.DEFAULT_IMAGE, show_default=True)
 @click.option("--key-path", default=cpvip_manifest.DEFAULT_KEY_PATH, show_default=True)
+@click.option("--bgp-peers", multiple=True, callback=_patterns, help="bgp: the routers.")
+@click.option("--bgp-peer-asn", type=int, default=None, help="bgp: the routers' AS number.")
+@click.option("--bgp-local-asn", type=int, default=None, help="bgp: the nodes' AS number.")
+@click.option("--bgp-peer-port", type=int, default=None, help="bgp: the routers' BGP port.")
+@click.option("--bgp-hold-time", type=int, default=None, help="bgp: hold time in seconds.")
+@click.option("--bgp-router-id", default=None, help="bgp: router ID (default: per node).")
+@click.option("--bgp-source-address", default=None, help="bgp: source address.")
+@click.option("--bgp-bfd", is_flag=True, default=None, help="bgp: run BFD with the routers.")
+@click.option("--bgp-bfd-interval", type=int, default=None, help="bgp: BFD interval (ms).")
+@click.option("--bgp-bfd-multiplier", type=int, default=None, help="bgp: BFD multiplier.")
+@click.option("--bgp-password-path", default=None, help="bgp: host file with the TCP MD5 password.")
 def manifest_cpvip(
     address: str,
     interface: str | None,
@@ -190,13 +218,45 @@ def manifest_cpvip(
     mode: str,
     image: str,
     key_path: str,
+    bgp_password_path: str | None,
+    **bgp: Any,
 ) -> None:
     """The static Pod of `ironlb cpvip`, for /etc/kubernetes/manifests."""
     problem = cpvip_settings.vip_address(address) or cpvip_settings.peers(peers)
     if problem is not None:
         raise click.UsageError(problem)
+    given = {k: v for k, v in bgp.items() if v not in (None, ())}
+    if bgp_password_path is not None:
+        given["bgp_password_path"] = bgp_password_path
+    if mode == "arp" and given:
+        raise click.UsageError(f"--{next(iter(given)).replace('_', '-')}: only for --mode bgp")
+    bgp_args: list[str] = []
+    if mode == "bgp":
+        if interface or peers:
+            flag = "--interface" if interface else "--peers"
+            raise click.UsageError(f"{flag}: only for --mode arp (this is --mode bgp)")
+        given.pop("bgp_password_path", None)
+        try:
+            cpvip_settings.Settings(address=address, mode="bgp", **given)
+        except core_settings.SettingError as e:
+            raise click.UsageError(f"invalid --{e.field.replace('_', '-')}: {e.problem}") from None
+        for name in _BGP_MANIFEST_OPTIONS:
+            flag, value = "--" + name.replace("_", "-"), given.get(name)
+            if value is True:
+                bgp_args.append(flag)
+            elif isinstance(value, tuple):
+                bgp_args += [f"{flag}={v}" for v in value]
+            elif value is not None:
+                bgp_args.append(f"{flag}={value}")
     pod = cpvip_manifest.static_pod(
-        address, interface=interface, peers=peers, mode=mode, image=image, key_path=key_path
+        address,
+        interface=interface,
+        peers=peers,
+        mode=mode,
+        image=image,
+        key_path=key_path,
+        bgp_args=bgp_args,
+        bgp_password_path=bgp_password_path,
     )
     click.echo(yaml.safe_dump(pod, sort_keys=False), nl=False)
 

@@ -4,7 +4,8 @@ kubeadm starts every manifest in /etc/kubernetes/manifests before the API exists
 up as soon as the first kube-apiserver is ready (`kubeadm init --control-plane-endpoint VIP:6443`),
 with no kubeconfig and no Lease. Host network; root in the container with only NET_ADMIN
 (netlink: the address; multicast membership) and NET_RAW (ARP/NDP packet sockets); the HMAC key
-from a hostPath file.
+from a hostPath file. In bgp mode: only NET_ADMIN (the VIP on `lo`; BGP and BFD are ordinary
+sockets), no membership key, the TCP MD5 password (if any) from a hostPath file.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 DEFAULT_IMAGE = "ghcr.io/ironlb/ironlb:0.1.0"
 DEFAULT_KEY_PATH = "/etc/kubernetes/ironlb-cpvip.key"
 _KEY_DIR = "/etc/ironlb-cpvip"
+_PASSWORD = f"{_KEY_DIR}/bgp-password"
 
 
 def static_pod(
@@ -25,8 +27,22 @@ def static_pod(
     mode: str = "arp",
     image: str = DEFAULT_IMAGE,
     key_path: str = DEFAULT_KEY_PATH,
+    bgp_args: Sequence[str] = (),
+    bgp_password_path: str | None = None,
 ) -> dict[str, Any]:
-    args = ["cpvip", f"--address={address}", f"--key-file={_KEY_DIR}/key", f"--mode={mode}"]
+    """`bgp_args`: bgp mode's flags as given (`--bgp-peers=...`), passed through; the password
+    file is mounted from `bgp_password_path` on the host."""
+    bgp = mode == "bgp"
+    args = ["cpvip", f"--address={address}", f"--mode={mode}"]
+    mounts: list[tuple[str, str, str]] = []  # (volume, path in the container, host path)
+    if bgp:
+        args += bgp_args
+        if bgp_password_path:
+            args.append(f"--bgp-password-file={_PASSWORD}")
+            mounts.append(("bgp-password", _PASSWORD, bgp_password_path))
+    else:
+        args.insert(2, f"--key-file={_KEY_DIR}/key")
+        mounts.append(("key", f"{_KEY_DIR}/key", key_path))
     if interface:
         args.append(f"--interface={interface}")
     args += [f"--peers={p}" for p in peers]
@@ -52,7 +68,10 @@ def static_pod(
                         "runAsNonRoot": False,
                         "allowPrivilegeEscalation": False,
                         "readOnlyRootFilesystem": True,
-                        "capabilities": {"drop": ["ALL"], "add": ["NET_ADMIN", "NET_RAW"]},
+                        "capabilities": {
+                            "drop": ["ALL"],
+                            "add": ["NET_ADMIN"] if bgp else ["NET_ADMIN", "NET_RAW"],
+                        },
                     },
                     "livenessProbe": {
                         "httpGet": {"path": "/healthz", "port": 7474},
@@ -60,15 +79,14 @@ def static_pod(
                     },
                     "resources": {"requests": {"cpu": "20m", "memory": "40Mi"}},
                     "volumeMounts": [
-                        {"name": "key", "mountPath": f"{_KEY_DIR}/key", "readOnly": True}
+                        {"name": name, "mountPath": path, "readOnly": True}
+                        for name, path, _ in mounts
                     ],
                 }
             ],
             "volumes": [
-                {
-                    "name": "key",
-                    "hostPath": {"path": key_path, "type": "File"},
-                }
+                {"name": name, "hostPath": {"path": host, "type": "File"}}
+                for name, _, host in mounts
             ],
         },
     }

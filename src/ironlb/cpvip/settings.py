@@ -8,6 +8,12 @@ bad value is still one line and a non-zero exit before anything is touched.
 Membership names: cpvip needs no Kubernetes API, so a member's name is its membership address
 as text (`198.51.100.2`, `2001:db8::2`); `--peers` lists the other nodes' addresses, optionally
 with a port (`198.51.100.3:7947`, `[2001:db8::3]:7947`), and every node derives the same names.
+
+Two modes, each with its own settings (`ARP_ONLY`, `BGP_ONLY`): setting one of the other mode's
+is refused in one line, so a setting never passes silently without effect. arp holds the VIP on
+the one node elected through membership (needs `--key-file`); bgp advertises it as a host route
+from every node whose kube-apiserver is healthy (needs `--bgp-peers`, `--bgp-peer-asn`,
+`--bgp-local-asn`) and needs no membership.
 """
 
 from __future__ import annotations
@@ -95,9 +101,40 @@ def health_url(value: str) -> str | None:
 def mode(value: str) -> str | None:
     if value not in MODES:
         return f"{value!r} is not one of {', '.join(MODES)}"
-    if value == "bgp":
-        return "'bgp' is not implemented yet; use --mode arp"
     return None
+
+
+MAX_ASN = 0xFFFFFFFF
+
+
+def asn(value: int) -> str | None:
+    return None if 1 <= value <= MAX_ASN else f"not an AS number (1-{MAX_ASN}): {value}"
+
+
+def ip_addresses(values: Sequence[str]) -> str | None:
+    for value in values:
+        if core_settings.ip_address(value) is not None:
+            return f"not an IP address: {value!r} (give the routers' addresses)"
+    return None
+
+
+def ipv4_address(value: str) -> str | None:
+    try:
+        ipaddress.IPv4Address(value)
+    except ValueError:
+        return f"not an IPv4 address: {value!r} (a BGP router ID is one, e.g. 198.51.100.2)"
+    return None
+
+
+def hold_time(value: int) -> str | None:
+    return None if value == 0 or 3 <= value <= 65535 else "must be 0 or 3-65535 seconds"
+
+
+def _range(low: int, high: int) -> core_settings.Check:
+    def check(value: int) -> str | None:
+        return None if low <= value <= high else f"must be from {low} to {high}, got {value}"
+
+    return check
 
 
 def _fraction(value: float) -> str | None:
@@ -185,16 +222,98 @@ class Settings:
     )
     handover_timeout: float = core_settings.setting(
         1.0,
-        help="On SIGTERM, seconds the VIP stays here while the next owner takes it.",
+        help="On SIGTERM, seconds the VIP stays here while the next owner takes it (bgp: after"
+        " the route is withdrawn, so that packets already on their way are still answered).",
         check=core_settings.non_negative,
+    )
+    bgp_peers: tuple[str, ...] = core_settings.setting(
+        (),
+        help="bgp mode: the routers' addresses (the VIP's family); repeat the flag or separate"
+        " with commas.",
+        check=ip_addresses,
+    )
+    bgp_peer_asn: int | None = core_settings.setting(
+        help="bgp mode: the routers' AS number.", check=asn
+    )
+    bgp_local_asn: int | None = core_settings.setting(
+        help="bgp mode: this node's AS number.", check=asn
+    )
+    bgp_peer_port: int = core_settings.setting(
+        179, help="bgp mode: the routers' BGP port.", check=core_settings.port()
+    )
+    bgp_hold_time: int = core_settings.setting(
+        9,
+        help="bgp mode: proposed BGP hold time in seconds (0 or 3-65535; keepalives every third"
+        " of it).",
+        check=hold_time,
+    )
+    bgp_password_file: str | None = core_settings.setting(
+        help="bgp mode: file holding the TCP MD5 password of the sessions (first line).",
+        check=core_settings.readable_file,
+    )
+    bgp_router_id: str | None = core_settings.setting(
+        help="bgp mode: BGP router ID (default: this node's IPv4 address towards the routers).",
+        check=ipv4_address,
+    )
+    bgp_source_address: str | None = core_settings.setting(
+        help="bgp mode: connect to the routers from this address (the routes' next hop);"
+        " default: the kernel's choice.",
+        check=core_settings.ip_address,
+    )
+    bgp_bfd: bool = core_settings.setting(
+        False, help="bgp mode: run BFD with the routers (a BFD Down ends the session at once)."
+    )
+    bgp_bfd_interval: int = core_settings.setting(
+        300,
+        help="bgp mode: BFD transmit and receive interval in milliseconds (10-60000).",
+        check=_range(10, 60000),
+    )
+    bgp_bfd_multiplier: int = core_settings.setting(
+        3, help="bgp mode: BFD detect multiplier (2-255).", check=_range(2, 255)
     )
 
     def __post_init__(self) -> None:
         if self.address is None:
             raise core_settings.SettingError("address", "required (the VIP, e.g. 192.0.2.10)")
-        if self.key_file is None:
+        if self.mode == "arp" and self.key_file is None:
             raise core_settings.SettingError("key_file", "required (the membership HMAC key)")
         core_settings.validate(self)
+        self._check_mode()
+
+    def _check_mode(self) -> None:
+        """Settings of the other mode are refused (compared with their defaults: a value given
+        but equal to the default cannot be told apart, and changes nothing)."""
+        defaults = Settings.__dataclass_fields__
+        other = BGP_ONLY if self.mode == "arp" else ARP_ONLY
+        for name in other:
+            if getattr(self, name) != defaults[name].default:
+                raise core_settings.SettingError(
+                    name,
+                    f"only for --mode {'bgp' if self.mode == 'arp' else 'arp'}"
+                    f" (this is --mode {self.mode})",
+                )
+        if self.mode != "bgp":
+            return
+        for name, what in (
+            ("bgp_peers", "the routers' addresses, e.g. 198.51.100.1"),
+            ("bgp_peer_asn", "the routers' AS number"),
+            ("bgp_local_asn", "this node's AS number"),
+        ):
+            if not getattr(self, name):
+                raise core_settings.SettingError(name, f"required with --mode bgp ({what})")
+        vip = self.vip
+        for text in self.bgp_peers:
+            if ipaddress.ip_address(text).version != vip.version:
+                raise core_settings.SettingError(
+                    "bgp_peers",
+                    f"{text} is not of the VIP's family (IPv{vip.version}): the route goes to"
+                    " routers of its family",
+                )
+        source = self.bgp_source_address
+        if source is not None and ipaddress.ip_address(source).version != vip.version:
+            raise core_settings.SettingError(
+                "bgp_source_address", f"{source} is not of the VIP's family (IPv{vip.version})"
+            )
 
     @property
     def vip(self) -> IP:
@@ -207,6 +326,20 @@ class Settings:
             ip, port = parse_peer(text)
             out.append((ip, port or self.membership_port))
         return out
+
+
+ARP_ONLY = (
+    "interface",
+    "peers",
+    "bind_address",
+    "key_file",
+    "membership_port",
+    "probe_interval",
+    "suspicion_timeout",
+    "gratuitous_interval",
+    "gratuitous_duration",
+)
+BGP_ONLY = tuple(f for f in Settings.__dataclass_fields__ if f.startswith("bgp_"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,3 +408,47 @@ def resolve(settings: Settings, interfaces: Sequence[tuple[str, Sequence[Network
         if ip == vip:
             raise ResolveError("peers", f"lists the VIP {ip}; list the nodes' own addresses")
     return Resolved(interface=name, prefix_length=net.network.prefixlen, bind=bind)
+
+
+@dataclass(frozen=True, slots=True)
+class BgpResolved:
+    """What bgp mode derives at start from the settings and the node's interfaces."""
+
+    router_id: ipaddress.IPv4Address
+    prefix_length: int
+    """Of the host route (32 or 128)."""
+
+
+def resolve_bgp(
+    settings: Settings, interfaces: Sequence[tuple[str, Sequence[Network]]]
+) -> BgpResolved:
+    """The router ID, and a check that the VIP is outside every subnet of the node: a client on
+    such a subnet would ask ARP/NDP for the VIP instead of going through the router, and every
+    node (holding the VIP on `lo`) would answer."""
+    vip = settings.vip
+    for name, nets in interfaces:
+        for net in nets:
+            if name != "lo" and net.version == vip.version and vip in net.network:
+                raise ResolveError(
+                    "address",
+                    f"{vip} is in the subnet {net.network} of {name}; in bgp mode the VIP must be"
+                    " outside the nodes' subnets (it is routed to them, not answered by ARP/NDP)",
+                )
+    if settings.bgp_router_id is not None:
+        return BgpResolved(ipaddress.IPv4Address(settings.bgp_router_id), vip.max_prefixlen)
+    v4 = [
+        net
+        for name, nets in interfaces
+        if name != "lo"
+        for net in nets
+        if isinstance(net, ipaddress.IPv4Interface) and not net.ip.is_loopback
+    ]
+    peers = [ipaddress.ip_address(p) for p in settings.bgp_peers]
+    # The address facing a router (the usual router ID), else the node's first IPv4 address.
+    facing = [net for net in v4 if any(p in net.network for p in peers)]
+    chosen = (facing or v4)[:1]
+    if not chosen:
+        raise ResolveError(
+            "bgp_router_id", "this node has no IPv4 address to use as BGP router ID; set one"
+        )
+    return BgpResolved(chosen[0].ip, vip.max_prefixlen)

@@ -9,6 +9,13 @@
 Address plan (within the lab LAN 198.18.0.0/24, 2001:db8::/64): cp-i is host 20+i, the IPv4 VIP
 198.18.0.30, the IPv6 VIP 2001:db8::30. One CA signs every serving certificate (valid for every
 host address, the VIPs and 127.0.0.1) and an admin client certificate.
+
+BGP mode (`start_router`, `start_cpvip_bgp`): the VIPs are routed, outside the LAN (192.0.2.30,
+2001:db8:2::30); FRR on the lab router (AS 64500) peers with every control-plane host (AS 64520)
+in both families and installs the ECMP route; clients sit behind the router (the `remote`
+host), as clients of a routed VIP do. The router hashes flows by ports too
+(`fib_multipath_hash_policy=1`, a sysctl of its own namespace), so that one client's connections
+spread over the three next hops.
 """
 
 from __future__ import annotations
@@ -28,11 +35,15 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from ironlb.bgp import bfd
 from ironlb.core import pki
-from ironlb.lab import kube, netns, topology
+from ironlb.lab import kube, netns, routers, topology
 
 VIP_V4 = str(topology.LAN_V4[30])
 VIP_V6 = str(topology.LAN_V6[0x30])
+BGP_VIP_V4 = "192.0.2.30"
+BGP_VIP_V6 = "2001:db8:2::30"
+ROUTER_AS, CONTROL_PLANE_AS = 64500, 64520
 FIRST_HOST = 20
 KEY = b"ironlb-lab-cpvip-membership-key-0001"
 
@@ -48,8 +59,8 @@ class Member:
     def name(self) -> str:
         return f"cp-{self.index}"
 
-    def holds(self, vip: str) -> bool:
-        out = self.host.ns.ip("-o", "addr", "show", "dev", self.host.dev, check=False)
+    def holds(self, vip: str, dev: str | None = None) -> bool:
+        out = self.host.ns.ip("-o", "addr", "show", "dev", dev or self.host.dev, check=False)
         return f" {vip}/" in out
 
     def signal(self, name: str, sig: signal.Signals) -> None:
@@ -86,10 +97,12 @@ class ControlPlanes:
     bin_dir: Path = field(default_factory=kube.binaries)
     members: list[Member] = field(default_factory=list)
     client: topology.Host | None = None
+    dual_stack: bool = False
+    """The apiservers listen on both families (always with an IPv6 VIP)."""
 
     @classmethod
     def create(cls, lab: topology.Lab, workdir: Path, vip: str = VIP_V4) -> ControlPlanes:
-        cp = cls(lab, workdir, vip)
+        cp = cls(lab, workdir, vip, dual_stack=":" in vip)
         workdir.mkdir(parents=True, exist_ok=True)
         for i in (1, 2, 3):
             host = lab.attach(f"cp-{i}", FIRST_HOST + i, port=f"cp{i}")
@@ -114,6 +127,8 @@ class ControlPlanes:
             "127.0.0.1",
             VIP_V4,
             VIP_V6,
+            BGP_VIP_V4,
+            BGP_VIP_V6,
             *(a for m in self.members for a in (m.host.ipv4, m.host.ipv6)),
             *(str(next(ipaddress.ip_network(c).hosts())) for c in topology.SERVICE_CIDRS),
         )
@@ -178,7 +193,7 @@ class ControlPlanes:
             [
                 str(self.bin_dir / "kube-apiserver"),
                 "--etcd-servers=http://127.0.0.1:2379",
-                "--bind-address=0.0.0.0" if ":" not in self.vip else "--bind-address=::",
+                "--bind-address=0.0.0.0" if not self.dual_stack else "--bind-address=::",
                 # IPv4 always: the family of the primary service CIDR; "::" accepts both.
                 f"--advertise-address={m.host.ipv4}",
                 "--secure-port=6443",
@@ -216,6 +231,52 @@ class ControlPlanes:
                 *extra,
             ],
             log=m.workdir / "cpvip.log",
+        )
+
+    def start_router(self, workdir: Path, *, bfd_v6: bool = False) -> routers.Frr:
+        """BGP mode: the lab router (added to the lab) running FRR, peering with every member in
+        both families; clients move behind it (the `remote` host). `bfd_v6`: the IPv6 sessions
+        run BFD (default profile: 300 ms x 3), so that one lab covers both."""
+        router_host = self.lab.add_router()
+        for family in ("ipv4", "ipv6"):
+            router_host.ns.sysctl(f"net.{family}.fib_multipath_hash_policy", "1")
+        self.client = self.lab.hosts["remote"]
+        self.dual_stack = True
+        neighbors = tuple(
+            routers.Neighbor(address, CONTROL_PLANE_AS, bfd_profile=profile)
+            for m in self.members
+            for address, profile in (
+                (m.host.ipv4, ""),
+                (m.host.ipv6, "cpvip" if bfd_v6 else ""),
+            )
+        )
+        profiles = {"cpvip": bfd.Profile()} if bfd_v6 else {}
+        frr = routers.Frr(router_host, workdir)
+        frr.start(routers.RouterConfig(ROUTER_AS, neighbors, bfd_profiles=profiles))
+        return frr
+
+    def start_cpvip_bgp(self, m: Member, vip: str, *extra: str) -> None:
+        """`ironlb cpvip --mode bgp` for `vip` (one process per VIP: `cpvip` for IPv4,
+        `cpvip6` for IPv6), peering with the lab router."""
+        v6 = ":" in vip
+        router = topology.lan_addresses(topology.HOST_ROUTER)[1 if v6 else 0]
+        m.procs["cpvip6" if v6 else "cpvip"] = m.host.ns.spawn(
+            [
+                sys.executable,
+                "-m",
+                "ironlb.cli",
+                "cpvip",
+                "--mode=bgp",
+                f"--address={vip}",
+                f"--bgp-peers={router}",
+                f"--bgp-peer-asn={ROUTER_AS}",
+                f"--bgp-local-asn={CONTROL_PLANE_AS}",
+                "--bgp-hold-time=3",
+                "--metrics-port=0",
+                "--log-level=debug",
+                *extra,
+            ],
+            log=m.workdir / ("cpvip6.log" if v6 else "cpvip.log"),
         )
 
     def start(self, timeout: float = 120.0) -> None:
@@ -273,5 +334,5 @@ class ControlPlanes:
 
     def stop(self) -> None:
         for m in self.members:
-            for name in ("cpvip", "kube-apiserver", "etcd"):
+            for name in ("cpvip", "cpvip6", "kube-apiserver", "etcd"):
                 m.stop(name)

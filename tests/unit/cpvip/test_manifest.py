@@ -48,6 +48,42 @@ def test_cli_prints_yaml_and_refuses_a_cidr() -> None:
     assert "CIDR" in bad.output
 
 
+def test_bgp_mode_passes_its_flags_through_without_key_or_raw_sockets() -> None:
+    runner = CliRunner()
+    common = ["manifest", "cpvip", "--address", "192.0.2.30", "--mode", "bgp"]
+    bgp = ["--bgp-peers", "198.51.100.1,198.51.100.2", "--bgp-peer-asn", "64500"]
+    ok = runner.invoke(
+        cli.cli,
+        [*common, *bgp, "--bgp-local-asn", "64520", "--bgp-bfd", "--bgp-password-path", "/etc/pw"],
+    )
+    assert ok.exit_code == 0, ok.output
+    (container,) = yaml.safe_load(ok.output)["spec"]["containers"]
+    assert container["args"] == [
+        "cpvip",
+        "--address=192.0.2.30",
+        "--mode=bgp",
+        "--bgp-peers=198.51.100.1",
+        "--bgp-peers=198.51.100.2",
+        "--bgp-peer-asn=64500",
+        "--bgp-local-asn=64520",
+        "--bgp-bfd",
+        "--bgp-password-file=/etc/ironlb-cpvip/bgp-password",
+    ]
+    assert container["securityContext"]["capabilities"]["add"] == ["NET_ADMIN"]
+    (mount,) = container["volumeMounts"]
+    assert mount["mountPath"] == "/etc/ironlb-cpvip/bgp-password"
+    # Each bad combination: one line, exit status 2.
+    for args, text in [
+        ([*common, *bgp], "invalid --bgp-local-asn: required with --mode bgp"),
+        ([*common, *bgp, "--bgp-local-asn", "0"], "invalid --bgp-local-asn: not an AS number"),
+        ([*common[:4], *bgp], "--bgp-peers: only for --mode bgp"),
+        ([*common, "--peers", "192.0.2.3"], "--peers: only for --mode arp"),
+    ]:
+        bad = runner.invoke(cli.cli, args)
+        assert bad.exit_code == 2, bad.output
+        assert text in bad.output
+
+
 def test_readme_cluster_api_snippet_is_a_kubeadm_control_plane() -> None:
     readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
     section = readme.split("## Control-plane VIP", 1)[1].split("\n## ", 1)[0]

@@ -94,9 +94,95 @@ def test_peer_endpoints_default_port(key: str) -> None:
     ]
 
 
-def test_mode_bgp_not_yet_and_unknown(key: str) -> None:
-    assert "not implemented yet" in problem(key, mode="bgp")[1]
+def test_unknown_mode(key: str) -> None:
     assert problem(key, mode="vrrp")[0] == "mode"
+
+
+BGP = {
+    "address": "192.0.2.30",
+    "mode": "bgp",
+    "bgp_peers": ("198.51.100.1", "198.51.100.2"),
+    "bgp_peer_asn": 64500,
+    "bgp_local_asn": 64520,
+}
+
+
+def bgp_problem(**values: object) -> tuple[str, str]:
+    with pytest.raises(core_settings.SettingError) as caught:
+        settings.Settings(**{**BGP, **values})  # type: ignore[arg-type]
+    return caught.value.field, caught.value.problem
+
+
+def test_bgp_mode_needs_no_key_but_peers_and_asns() -> None:
+    s = settings.Settings(**BGP)  # type: ignore[arg-type]
+    assert (s.bgp_peer_port, s.bgp_hold_time, s.bgp_bfd) == (179, 9, False)
+    for name in ("bgp_peers", "bgp_peer_asn", "bgp_local_asn"):
+        field, text = bgp_problem(**{name: () if name == "bgp_peers" else None})
+        assert (field, "required with --mode bgp" in text) == (name, True)
+
+
+@pytest.mark.parametrize(
+    ("values", "field", "text"),
+    [
+        ({"bgp_peers": ("router-1",)}, "bgp_peers", "not an IP address"),
+        ({"bgp_peers": ("2001:db8::1",)}, "bgp_peers", "not of the VIP's family (IPv4)"),
+        ({"bgp_peer_asn": 0}, "bgp_peer_asn", "not an AS number"),
+        ({"bgp_local_asn": 2**32}, "bgp_local_asn", "not an AS number"),
+        ({"bgp_hold_time": 2}, "bgp_hold_time", "0 or 3-65535"),
+        ({"bgp_router_id": "2001:db8::1"}, "bgp_router_id", "not an IPv4 address"),
+        ({"bgp_source_address": "2001:db8::1"}, "bgp_source_address", "VIP's family"),
+        ({"bgp_password_file": "/nonexistent"}, "bgp_password_file", "no such file"),
+        ({"bgp_bfd_interval": 5}, "bgp_bfd_interval", "from 10 to 60000"),
+        ({"bgp_bfd_multiplier": 1}, "bgp_bfd_multiplier", "from 2 to 255"),
+        ({"peers": ("198.51.100.3",)}, "peers", "only for --mode arp"),
+        ({"interface": "eth0"}, "interface", "only for --mode arp"),
+        ({"gratuitous_interval": 2.0}, "gratuitous_interval", "only for --mode arp"),
+    ],
+)
+def test_bad_bgp_settings(values: dict[str, object], field: str, text: str) -> None:
+    got = bgp_problem(**values)
+    assert got[0] == field
+    assert text in got[1]
+
+
+def test_bgp_settings_are_refused_in_arp_mode(key: str) -> None:
+    assert problem(key, bgp_peers=("198.51.100.1",)) == (
+        "bgp_peers",
+        "only for --mode bgp (this is --mode arp)",
+    )
+    assert problem(key, bgp_bfd=True)[0] == "bgp_bfd"
+
+
+BGP_IFACES = [
+    ("lo", [ipaddress.ip_interface("127.0.0.1/8")]),
+    ("eth0", [ipaddress.ip_interface("198.18.5.2/24")]),
+    ("eth1", [ipaddress.ip_interface("198.51.100.7/24"), ipaddress.ip_interface("2001:db8::7/64")]),
+]
+
+
+def test_resolve_bgp_router_id_faces_a_router() -> None:
+    s = settings.Settings(**BGP)  # type: ignore[arg-type]
+    r = settings.resolve_bgp(s, BGP_IFACES)
+    assert (str(r.router_id), r.prefix_length) == ("198.51.100.7", 32)
+    alone = settings.Settings(**{**BGP, "bgp_peers": ("203.0.113.1",)})  # type: ignore[arg-type]
+    assert str(settings.resolve_bgp(alone, BGP_IFACES).router_id) == "198.18.5.2"
+    given = settings.Settings(**{**BGP, "bgp_router_id": "192.0.2.99"})  # type: ignore[arg-type]
+    assert str(settings.resolve_bgp(given, BGP_IFACES).router_id) == "192.0.2.99"
+    v6 = settings.Settings(
+        **{**BGP, "address": "2001:db8:200::30", "bgp_peers": ("2001:db8::1",)}  # type: ignore[arg-type]
+    )
+    assert settings.resolve_bgp(v6, BGP_IFACES).prefix_length == 128
+    with pytest.raises(settings.ResolveError) as caught:
+        settings.resolve_bgp(v6, [("lo", []), ("eth1", [ipaddress.ip_interface("2001:db8::7/64")])])
+    assert caught.value.field == "bgp_router_id"
+
+
+def test_resolve_bgp_refuses_a_vip_in_a_node_subnet() -> None:
+    s = settings.Settings(**{**BGP, "address": "198.51.100.30"})  # type: ignore[arg-type]
+    with pytest.raises(settings.ResolveError) as caught:
+        settings.resolve_bgp(s, BGP_IFACES)
+    assert caught.value.field == "address"
+    assert "outside the nodes' subnets" in caught.value.problem
 
 
 def test_health_url_and_timings(key: str) -> None:
