@@ -222,11 +222,7 @@ class Bgp:
         if spec.peer_address is None:
             raise PeerError("peerAddress is required (unnumbered BGP is not supported)")
         address = _ip(spec.peer_address)
-        own = {
-            ipaddress.ip_address(a.address).version: ipaddress.ip_address(a.address)
-            for a in node.status.addresses
-            if a.type == "InternalIP"
-        }
+        own = {ip.version: ip for ip in node.internal_ips}
         router_id = spec.router_id or (str(own[4]) if 4 in own else None)
         if router_id is None:
             raise PeerError("no routerID and the node has no IPv4 InternalIP to use instead")

@@ -27,7 +27,6 @@ log = logging.getLogger(__name__)
 # The names this module had before the split, for the code and tests that import them here.
 Speaker = node_speaker.Speaker
 node_address = node_speaker.node_address
-node_addresses = node_speaker.node_addresses
 MEMBERSHIP_READY = node_speaker.MEMBERSHIP_READY
 BGP_PORT = node_speaker.BGP_PORT
 SecretData = secrets.SecretData
@@ -116,7 +115,8 @@ class _Node:
     async def start_announcing(self) -> None:
         settings, speaker, life = self.settings, self.speaker, self.life
         own_node = speaker.nodes.items.get(settings.node_name)
-        addresses = node_addresses(own_node) or [self.bind]
+        own_ips = own_node.internal_ips if own_node is not None else ()
+        addresses = [str(ip) for ip in own_ips] or [self.bind]
         member_config = member_settings.Settings(
             probe_interval=settings.probe_interval,
             suspicion_timeout=settings.suspicion_timeout,
