@@ -21,7 +21,7 @@ from __future__ import annotations
 import difflib
 import re
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar, Literal, NewType, TypeVar
 
@@ -652,18 +652,16 @@ class Config:
     def selected_pools(
         self, names: Iterable[str], pool_selectors: Iterable[selectors.Selector]
     ) -> list[IPAddressPool]:
-        """The pools an advertisement applies to: by name or by label, all if neither is set.
+        """The pools an advertisement applies to (`selects_pool`).
 
         Names of pools that do not exist are ignored, as MetalLB does (the validator warns).
         """
         names, pool_selectors = set(names), tuple(pool_selectors)
-        if not names and not pool_selectors:
-            return list(self.pools.values())
-        return [
-            pool
-            for pool in self.pools.values()
-            if pool.name in names or any(s.matches(pool.metadata.labels) for s in pool_selectors)
-        ]
+        return [pool for pool in self.pools.values() if selects_pool(names, pool_selectors, pool)]
+
+    def pool_index(self) -> PoolIndex:
+        """Which pool holds an address (build it once per snapshot: it sorts every range)."""
+        return PoolIndex(self.pools)
 
     def community_aliases(self) -> dict[str, CommunityValue]:
         """Alias name -> value, across every Community object (duplicates: first by name)."""
@@ -672,3 +670,30 @@ class Config:
             for alias in community.spec.communities:
                 aliases.setdefault(alias.name, alias.value)
         return aliases
+
+
+def selects_pool(
+    names: Collection[str], pool_selectors: Sequence[selectors.Selector], pool: IPAddressPool
+) -> bool:
+    """Whether an advertisement with these `ipAddressPools` and `ipAddressPoolSelectors` applies
+    to `pool`: by name or by label, to every pool if neither is set (MetalLB). The one rule that
+    announcing, validation and diagnosis share."""
+    if not names and not pool_selectors:
+        return True
+    return pool.name in names or any(s.matches(pool.metadata.labels) for s in pool_selectors)
+
+
+class PoolIndex:
+    """Which IPAddressPool an address is in: the one lookup that announcing, allocation,
+    diagnosis and `ironlb status` share. Pools never overlap in a validated configuration; ranges
+    that do raise ValueError here."""
+
+    __slots__ = ("_ranges",)
+
+    def __init__(self, pools: Mapping[PoolName, IPAddressPool]) -> None:
+        self._ranges = addresses.RangeIndex(
+            (r, name) for name, pool in pools.items() for r in pool.spec.addresses
+        )
+
+    def pool_of(self, ip: addresses.IP) -> PoolName | None:
+        return self._ranges.find(addresses.family_of(ip), int(ip))
