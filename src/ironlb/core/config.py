@@ -347,17 +347,28 @@ class BGPPeer(_Object, frozen=True):
     status: _NoStatus = msgspec.field(default_factory=_NoStatus)
 
 
+# MetalLB's BFDProfile ranges (inclusive), checked when a BFDProfile is parsed and again by
+# `bgp.bfd.Profile`: the one place they are written.
+BFD_INTERVAL_MS = (10, 60000)
+BFD_DETECT_MULTIPLIER = (2, 255)
+BFD_MINIMUM_TTL = (1, 254)
+
+_BfdInterval = Annotated[int, msgspec.Meta(ge=BFD_INTERVAL_MS[0], le=BFD_INTERVAL_MS[1])]
+
+
 class BFDProfileSpec(_Spec, frozen=True):
     """Intervals in milliseconds. Defaults are what MetalLB (FRR) uses when a field is unset."""
 
-    receive_interval: Annotated[int, msgspec.Meta(ge=10, le=60000)] = 300
-    transmit_interval: Annotated[int, msgspec.Meta(ge=10, le=60000)] = 300
-    detect_multiplier: Annotated[int, msgspec.Meta(ge=2, le=255)] = 3
-    echo_interval: Annotated[int, msgspec.Meta(ge=10, le=60000)] = 50
+    receive_interval: _BfdInterval = 300
+    transmit_interval: _BfdInterval = 300
+    detect_multiplier: Annotated[
+        int, msgspec.Meta(ge=BFD_DETECT_MULTIPLIER[0], le=BFD_DETECT_MULTIPLIER[1])
+    ] = 3
+    echo_interval: _BfdInterval = 50
     echo_mode: bool = False
     passive_mode: bool = False
-    minimum_ttl: Annotated[int, msgspec.Meta(ge=1, le=254)] = msgspec.field(
-        default=254, name="minimumTtl"
+    minimum_ttl: Annotated[int, msgspec.Meta(ge=BFD_MINIMUM_TTL[0], le=BFD_MINIMUM_TTL[1])] = (
+        msgspec.field(default=254, name="minimumTtl")
     )
 
 
