@@ -129,9 +129,10 @@ class Bgp:
         self._bfd: bfd_transport.Transport | None = None
         self._tasks: asyncio.TaskGroup | None = None
         self._started = False
-        self.problems: dict[str, str] = {}
+        # What was last logged, so that a problem is logged when it changes, not every plan.
+        self._peer_problems: dict[str, str] = {}
         """Peer name -> why it is not running."""
-        self.plan_problems: tuple[str, ...] = ()
+        self._plan_problems: tuple[str, ...] = ()
         """The last plan's problems (`announce.BgpPlan.problems`)."""
         self.changed = asyncio.Event()
         """Set when a session comes up or goes down (the status objects follow)."""
@@ -286,11 +287,11 @@ class Bgp:
     ) -> None:
         if self._tasks is None:
             return
-        if plan.problems != self.plan_problems:
+        if plan.problems != self._plan_problems:
             # Unresolved communities, PodCIDRs that do not parse: logged when they change.
             for problem in plan.problems:
                 log.error("BGP advertisement skipped in part: %s", problem)
-            self.plan_problems = plan.problems
+            self._plan_problems = plan.problems
         if node is None:
             # PodCIDRs (issue 15): this node's Node object is gone (deleted; the plan is empty).
             # Its routes, its PodCIDRs first of all, are withdrawn; the sessions stay up, and
@@ -311,13 +312,13 @@ class Bgp:
             try:
                 wanted, profile = self._peer_config(peer, node, cfg)
             except (PeerError, ValueError) as e:
-                if self.problems.get(name) != str(e):
+                if self._peer_problems.get(name) != str(e):
                     log.error("BGPPeer %s: %s", name, e)
-                self.problems[name] = str(e)
+                self._peer_problems[name] = str(e)
                 if name in self._running:
                     self._stop(name, "configuration no longer valid")
                 continue
-            self.problems.pop(name, None)
+            self._peer_problems.pop(name, None)
             running = self._running.get(name)
             if running is not None and (running.config, running.bfd_profile) != (wanted, profile):
                 self._stop(name, "configuration changed")
