@@ -61,7 +61,10 @@ class PeerError(Exception):
 
 
 @dataclass
-class _Running:
+class _Session:
+    """One BGPPeer's running session: what it was started from, its task and BFD session, and
+    what `ironlb doctor` shows of it."""
+
     config: speaker.PeerConfig
     bfd_profile: bfd.Profile | None
     peer: speaker.Peer
@@ -104,7 +107,9 @@ def bfd_profile(profile: config.BFDProfile) -> bfd.Profile:
     )
 
 
-class Bgp:
+class PeerSessions:
+    """This node's BGP sessions, one per BGPPeer that selects it, and the routes each carries."""
+
     def __init__(
         self,
         node: str,
@@ -124,7 +129,7 @@ class Bgp:
         self._listen_failed_at: float | None = None
         self._node = node
         self._namespace = namespace
-        self._running: dict[str, _Running] = {}
+        self._running: dict[str, _Session] = {}
         self._listener: speaker.Listener | None = None
         self._bfd: bfd_transport.Transport | None = None
         self._tasks: asyncio.TaskGroup | None = None
@@ -342,7 +347,7 @@ class Bgp:
 
     def _start(
         self, name: str, config_: speaker.PeerConfig, profile: bfd.Profile | None
-    ) -> _Running:
+    ) -> _Session:
         assert self._tasks is not None
         assert self._bfd is not None
         bfd_session = None
@@ -368,7 +373,7 @@ class Bgp:
             restarting=restarting,
         )
         task = self._tasks.create_task(peer.run())
-        running = _Running(config_, profile, peer, task, bfd_session)
+        running = _Session(config_, profile, peer, task, bfd_session)
         self._running[name] = running
         log.info(
             "BGPPeer %s: starting session with %s (AS %s)%s",

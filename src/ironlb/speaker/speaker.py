@@ -147,7 +147,7 @@ class Speaker:
         self.bgp_status = status.Statuses(
             client, self.node, ns, bgp_statuses, resource=k8s.SERVICE_BGP_STATUSES, prefix="bgp"
         )
-        self.bgp = bgp.Bgp(self.node, ns, self.secret, on_listen=self._bgp_listen)
+        self.bgp = bgp.PeerSessions(self.node, ns, self.secret, on_listen=self._bgp_listen)
         self.layer2 = layer2.Layer2(
             self.node,
             settings,
