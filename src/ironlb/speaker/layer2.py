@@ -66,7 +66,10 @@ def timing(settings: settings_.Settings) -> announcer.Timing:
     )
 
 
-class Layer2:
+class AnnouncerShell:
+    """The announcer core of this node and the responders, probes and timers that carry out its
+    actions."""
+
     def __init__(
         self,
         node: str,

@@ -148,7 +148,7 @@ class Speaker:
             client, self.node, ns, bgp_statuses, resource=k8s.SERVICE_BGP_STATUSES, prefix="bgp"
         )
         self.bgp = bgp.PeerSessions(self.node, ns, self.secret, on_listen=self._bgp_listen)
-        self.layer2 = layer2.Layer2(
+        self.layer2 = layer2.AnnouncerShell(
             self.node,
             settings,
             self.recorder,
