@@ -43,7 +43,7 @@ import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from ironlb.core import addresses, alloc, config, election, interfaces, model, selectors
+from ironlb.core import addresses, alloc, community, config, election, interfaces, model, selectors
 
 EXCLUDE_LB_LABEL = "node.kubernetes.io/exclude-from-external-load-balancers"
 
@@ -355,7 +355,7 @@ class Route:
     prefix: Prefix
     local_pref: int | None = None
     """Only iBGP peers receive it."""
-    communities: frozenset[config.CommunityValue] = frozenset()
+    communities: frozenset[community.Value] = frozenset()
     services: tuple[model.ServiceKey, ...] = ()
     """The Services behind it (none for a PodCIDR)."""
 
@@ -371,8 +371,8 @@ class BgpPlan:
 
 
 def _communities(
-    texts: Iterable[str], aliases: Mapping[str, config.CommunityValue], problems: list[str]
-) -> frozenset[config.CommunityValue]:
+    texts: Iterable[str], aliases: Mapping[str, community.Value], problems: list[str]
+) -> frozenset[community.Value]:
     out = set()
     for text in texts:
         if text in aliases:
@@ -402,7 +402,7 @@ def _pod_cidr_routes(
     advertisement: PodCidrAdvertisement,
     cfg: config.Config,
     peers: Iterable[str],
-    aliases: Mapping[str, config.CommunityValue],
+    aliases: Mapping[str, community.Value],
     problems: list[str],
 ) -> dict[str, list[Route]]:
     """Peer name -> the node's PodCIDR routes for it."""
@@ -469,7 +469,7 @@ class BgpPlanner:
         """Routes of no Service (PodCIDRs)."""
         self._index: config.PoolIndex | None = None
         self._advertisements: list[config.BGPAdvertisement] = []
-        self._aliases: Mapping[str, config.CommunityValue] = {}
+        self._aliases: Mapping[str, community.Value] = {}
 
     def full(self, view: View) -> BgpPlan:
         self._contributions, self._problems, self._by_route, self._fixed = {}, {}, {}, {}

@@ -27,7 +27,7 @@ from typing import Annotated, Any, ClassVar, Literal, NewType, TypeVar
 
 import msgspec
 
-from ironlb.core import addresses, selectors
+from ironlb.core import addresses, community, selectors
 
 PoolName = NewType("PoolName", str)
 
@@ -114,44 +114,11 @@ class Secret(str):
         return "'<redacted>'" if self else "''"
 
 
-class CommunityValue:
-    """A BGP community: standard `AA:NN` (two 16-bit parts) or `large:A:B:C` (three 32-bit).
-
-    Immutable; a plain class so that msgspec hands the text to `parse_community`.
-    """
-
-    __slots__ = ("parts",)
-    parts: tuple[int, ...]
-
-    def __init__(self, parts: tuple[int, ...]) -> None:
-        object.__setattr__(self, "parts", parts)
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError("CommunityValue is immutable")
-
-    @property
-    def large(self) -> bool:
-        return len(self.parts) == 3
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, CommunityValue) and self.parts == other.parts
-
-    def __hash__(self) -> int:
-        return hash(self.parts)
-
-    def __repr__(self) -> str:
-        return f"CommunityValue({str(self)!r})"
-
-    def __str__(self) -> str:
-        text = ":".join(str(p) for p in self.parts)
-        return f"large:{text}" if self.large else text
-
-
 class CommunityFormatError(ValueError):
     """Text that is not shaped like a community at all, so it may be an alias name."""
 
 
-def parse_community(text: str) -> CommunityValue:
+def parse_community(text: str) -> community.Community | community.LargeCommunity:
     """MetalLB's `community.New`: raise CommunityFormatError when it could be an alias."""
     fields = text.split(":")
     if len(fields) == 2:
@@ -169,7 +136,9 @@ def parse_community(text: str) -> CommunityValue:
         if not part.isdecimal() or int(part) >= 2**bits:
             raise ValueError(f"{text!r}: {part!r} is not a {bits}-bit unsigned number")
         values.append(int(part))
-    return CommunityValue(tuple(values))
+    if len(values) == 3:
+        return community.LargeCommunity(*values)
+    return community.Community(values[0] << 16 | values[1])
 
 
 # Models. Field names are MetalLB's JSON names; `rename="camel"` covers the regular ones.
@@ -382,7 +351,7 @@ class BFDProfile(_Object, frozen=True):
 
 class CommunityAlias(_Spec, frozen=True):
     name: str
-    value: CommunityValue
+    value: community.Value
 
 
 class CommunitySpec(_Spec, frozen=True):
@@ -501,7 +470,7 @@ def _decode(tp: type, obj: object) -> object:
         return IPText(obj)
     if tp is Secret:
         return Secret(obj)
-    if tp is CommunityValue:
+    if tp is community.Value:
         return parse_community(obj)
     raise NotImplementedError(tp)
 
@@ -674,11 +643,11 @@ class Config:
         """Which pool holds an address (build it once per snapshot: it sorts every range)."""
         return PoolIndex(self.pools)
 
-    def community_aliases(self) -> dict[str, CommunityValue]:
+    def community_aliases(self) -> dict[str, community.Value]:
         """Alias name -> value, across every Community object (duplicates: first by name)."""
-        aliases: dict[str, CommunityValue] = {}
-        for community in self.communities.values():
-            for alias in community.spec.communities:
+        aliases: dict[str, community.Value] = {}
+        for obj in self.communities.values():
+            for alias in obj.spec.communities:
                 aliases.setdefault(alias.name, alias.value)
         return aliases
 

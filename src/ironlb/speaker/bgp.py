@@ -83,12 +83,8 @@ def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
 
 
 def route_attributes(route: announce.Route) -> rib.RouteAttributes:
-    standard = frozenset(
-        attributes.Community((c.parts[0] << 16) | c.parts[1])
-        for c in route.communities
-        if not c.large
-    )
-    large = frozenset(attributes.LargeCommunity(*c.parts) for c in route.communities if c.large)
+    standard = frozenset(c for c in route.communities if isinstance(c, attributes.Community))
+    large = frozenset(c for c in route.communities if isinstance(c, attributes.LargeCommunity))
     return rib.RouteAttributes(
         local_pref=route.local_pref, communities=standard, large_communities=large
     )
