@@ -22,8 +22,8 @@ import time
 
 import common
 from ironlb.k8s import client as k8s
-from ironlb.speaker import main as speaker_main
 from ironlb.speaker import settings as speaker_settings
+from ironlb.speaker import speaker as node_speaker
 
 NS = "metallb-system"
 NODES = ("node-1", "node-2", "node-3")
@@ -94,7 +94,7 @@ def config_objects() -> list[tuple[int, k8s.Obj]]:
 
 async def measure(n: int, events: int) -> list[float]:
     settings = speaker_settings.Settings(node_name="node-1", namespace=NS)
-    speaker = speaker_main.Speaker(_NoClient(), settings)  # type: ignore[arg-type]
+    speaker = node_speaker.Speaker(_NoClient(), settings)  # type: ignore[arg-type]
     for index, obj in config_objects():
         speaker.config.reflectors[index]._apply(_event("ADDED", obj))
     for i, name in enumerate(NODES):

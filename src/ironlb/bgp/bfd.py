@@ -30,6 +30,8 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
+from ironlb.core import config
+
 CONTROL_PORT = 3784
 """Single-hop control packets (RFC 5881 §4)."""
 ECHO_PORT = 3785
@@ -204,11 +206,11 @@ class Profile:
     """Multihop only: packets arriving with a lower TTL are dropped."""
 
     def __post_init__(self) -> None:
-        _check_range("receiveInterval", self.receive_interval, 10, 60000)
-        _check_range("transmitInterval", self.transmit_interval, 10, 60000)
-        _check_range("detectMultiplier", self.detect_multiplier, 2, 255)
-        _check_range("echoInterval", self.echo_interval, 10, 60000)
-        _check_range("minimumTtl", self.minimum_ttl, 1, 254)
+        _check_range("receiveInterval", self.receive_interval, *config.BFD_INTERVAL_MS)
+        _check_range("transmitInterval", self.transmit_interval, *config.BFD_INTERVAL_MS)
+        _check_range("detectMultiplier", self.detect_multiplier, *config.BFD_DETECT_MULTIPLIER)
+        _check_range("echoInterval", self.echo_interval, *config.BFD_INTERVAL_MS)
+        _check_range("minimumTtl", self.minimum_ttl, *config.BFD_MINIMUM_TTL)
 
 
 _DEFAULT_PROFILE = Profile()

@@ -312,12 +312,9 @@ class Allocator:
     @staticmethod
     def _build(
         cfg: config.Config,
-    ) -> tuple[dict[config.PoolName, _Pool], addresses.RangeIndex[config.PoolName]]:
+    ) -> tuple[dict[config.PoolName, _Pool], config.PoolIndex]:
         pools = {name: _Pool(cfg.pools[name]) for name in sorted(cfg.pools)}
-        index = addresses.RangeIndex(
-            (r, name) for name, p in pools.items() for r in p.pool.spec.addresses
-        )
-        return pools, index
+        return pools, cfg.pool_index()
 
     # Queries.
 
@@ -632,7 +629,7 @@ class Allocator:
         owners = set()
         for ip in ips:
             family = addresses.family_of(ip)
-            owner = self._index.find(family, int(ip))
+            owner = self._index.pool_of(ip)
             if owner is None:
                 return None, f"{ip} is not in any IPAddressPool"
             if self._pools[owner].avoid_buggy and addresses.is_buggy(family, int(ip)):

@@ -43,7 +43,7 @@ import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from ironlb.core import addresses, alloc, config, election, interfaces, model, selectors
+from ironlb.core import addresses, alloc, community, config, election, interfaces, model, selectors
 
 EXCLUDE_LB_LABEL = "node.kubernetes.io/exclude-from-external-load-balancers"
 
@@ -152,25 +152,16 @@ def serving_nodes(slices: Iterable[model.EndpointSlice]) -> tuple[bool, frozense
     return any_serving, frozenset(nodes)
 
 
-def _pool_index(cfg: config.Config) -> addresses.RangeIndex[config.PoolName]:
-    return addresses.RangeIndex(
-        (r, name) for name, pool in cfg.pools.items() for r in pool.spec.addresses
-    )
-
-
-def _selects(
+def selects(
     adv: config.L2Advertisement | config.BGPAdvertisement,
     pool: config.IPAddressPool,
     service: model.Service,
 ) -> bool:
-    """Whether an advertisement covers this pool (by name or label; none named: all) and this
-    Service (serviceSelectors)."""
+    """Whether an advertisement covers this pool (`config.selects_pool`) and this Service
+    (serviceSelectors)."""
     spec = adv.spec
-    if spec.ip_address_pools or spec.ip_address_pool_selectors:
-        by_name = pool.name in spec.ip_address_pools
-        by_label = any(s.matches(pool.metadata.labels) for s in spec.ip_address_pool_selectors)
-        if not (by_name or by_label):
-            return False
+    if not config.selects_pool(spec.ip_address_pools, spec.ip_address_pool_selectors, pool):
+        return False
     return selectors.any_matches(spec.service_selectors, service.metadata.labels)
 
 
@@ -198,7 +189,7 @@ def _candidates(wanted: _Wanted, view: View, local: frozenset[str] | None) -> se
 def _wanted_l2(
     service: model.Service,
     view: View,
-    index: addresses.RangeIndex[config.PoolName],
+    index: config.PoolIndex,
     advertisements: list[config.L2Advertisement],
 ) -> dict[addresses.IP, _Wanted]:
     """The addresses `service` wants announced at layer 2, with what selects them."""
@@ -206,11 +197,11 @@ def _wanted_l2(
     if not alloc.is_handled(service, view.lb_class):
         return out
     for ip in service.ingress_ips:
-        pool_name = index.find(addresses.family_of(ip), int(ip))
+        pool_name = index.pool_of(ip)
         if pool_name is None:
             continue
         pool = view.config.pools[pool_name]
-        matching = tuple(a for a in advertisements if _selects(a, pool, service))
+        matching = tuple(a for a in advertisements if selects(a, pool, service))
         if matching:
             out[ip] = _Wanted(service, pool, matching)
     return out
@@ -222,7 +213,7 @@ def _l2_advertisements(cfg: config.Config) -> list[config.L2Advertisement]:
 
 def layer2(view: View) -> dict[addresses.IP, Announcement]:
     """Every address some Service wants announced at layer 2, with its owner."""
-    index = _pool_index(view.config)
+    index = view.config.pool_index()
     by_address: dict[addresses.IP, list[_Wanted]] = {}
     advertisements = _l2_advertisements(view.config)
     for service in view.services.values():
@@ -244,11 +235,11 @@ class Layer2Planner:
         self.plan: dict[addresses.IP, Announcement] = {}
         self._wanted: dict[model.ServiceKey, dict[addresses.IP, _Wanted]] = {}
         self._by_address: dict[addresses.IP, dict[model.ServiceKey, _Wanted]] = {}
-        self._index: addresses.RangeIndex[config.PoolName] | None = None
+        self._index: config.PoolIndex | None = None
         self._advertisements: list[config.L2Advertisement] = []
 
     def full(self, view: View) -> dict[addresses.IP, Announcement]:
-        self._index = _pool_index(view.config)
+        self._index = view.config.pool_index()
         self._advertisements = _l2_advertisements(view.config)
         self._wanted, self._by_address = {}, {}
         for key, service in view.services.items():
@@ -364,7 +355,7 @@ class Route:
     prefix: Prefix
     local_pref: int | None = None
     """Only iBGP peers receive it."""
-    communities: frozenset[config.CommunityValue] = frozenset()
+    communities: frozenset[community.Value] = frozenset()
     services: tuple[model.ServiceKey, ...] = ()
     """The Services behind it (none for a PodCIDR)."""
 
@@ -380,8 +371,8 @@ class BgpPlan:
 
 
 def _communities(
-    texts: Iterable[str], aliases: Mapping[str, config.CommunityValue], problems: list[str]
-) -> frozenset[config.CommunityValue]:
+    texts: Iterable[str], aliases: Mapping[str, community.Value], problems: list[str]
+) -> frozenset[community.Value]:
     out = set()
     for text in texts:
         if text in aliases:
@@ -411,7 +402,7 @@ def _pod_cidr_routes(
     advertisement: PodCidrAdvertisement,
     cfg: config.Config,
     peers: Iterable[str],
-    aliases: Mapping[str, config.CommunityValue],
+    aliases: Mapping[str, community.Value],
     problems: list[str],
 ) -> dict[str, list[Route]]:
     """Peer name -> the node's PodCIDR routes for it."""
@@ -476,9 +467,9 @@ class BgpPlanner:
         self._by_route: dict[_RouteKey, dict[model.ServiceKey, Route]] = {}
         self._fixed: dict[_RouteKey, Route] = {}
         """Routes of no Service (PodCIDRs)."""
-        self._index: addresses.RangeIndex[config.PoolName] | None = None
+        self._index: config.PoolIndex | None = None
         self._advertisements: list[config.BGPAdvertisement] = []
-        self._aliases: Mapping[str, config.CommunityValue] = {}
+        self._aliases: Mapping[str, community.Value] = {}
 
     def full(self, view: View) -> BgpPlan:
         self._contributions, self._problems, self._by_route, self._fixed = {}, {}, {}, {}
@@ -508,7 +499,7 @@ class BgpPlanner:
                     fixed = (peer, route.prefix)
                     self._fixed[fixed] = _merge(self._fixed.get(fixed), route)
         if _node_ok(node, view):
-            self._index = _pool_index(cfg)
+            self._index = cfg.pool_index()
             self._advertisements = sorted(cfg.bgp_advertisements.values(), key=lambda a: a.name)
             if peers:
                 for key in view.services:
@@ -567,13 +558,13 @@ class BgpPlanner:
         mine: dict[_RouteKey, Route] = {}
         problems: list[str] = []
         for ip in service.ingress_ips:
-            pool_name = index.find(addresses.family_of(ip), int(ip))
+            pool_name = index.pool_of(ip)
             if pool_name is None:
                 continue
             pool = view.config.pools[pool_name]
             for adv in self._advertisements:
                 if not (
-                    _selects(adv, pool, service)
+                    selects(adv, pool, service)
                     and selectors.any_matches(adv.spec.node_selectors, node.metadata.labels)
                 ):
                     continue

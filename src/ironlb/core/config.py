@@ -21,13 +21,13 @@ from __future__ import annotations
 import difflib
 import re
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar, Literal, NewType, TypeVar
 
 import msgspec
 
-from ironlb.core import addresses, selectors
+from ironlb.core import addresses, community, selectors
 
 PoolName = NewType("PoolName", str)
 
@@ -114,44 +114,11 @@ class Secret(str):
         return "'<redacted>'" if self else "''"
 
 
-class CommunityValue:
-    """A BGP community: standard `AA:NN` (two 16-bit parts) or `large:A:B:C` (three 32-bit).
-
-    Immutable; a plain class so that msgspec hands the text to `parse_community`.
-    """
-
-    __slots__ = ("parts",)
-    parts: tuple[int, ...]
-
-    def __init__(self, parts: tuple[int, ...]) -> None:
-        object.__setattr__(self, "parts", parts)
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError("CommunityValue is immutable")
-
-    @property
-    def large(self) -> bool:
-        return len(self.parts) == 3
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, CommunityValue) and self.parts == other.parts
-
-    def __hash__(self) -> int:
-        return hash(self.parts)
-
-    def __repr__(self) -> str:
-        return f"CommunityValue({str(self)!r})"
-
-    def __str__(self) -> str:
-        text = ":".join(str(p) for p in self.parts)
-        return f"large:{text}" if self.large else text
-
-
 class CommunityFormatError(ValueError):
     """Text that is not shaped like a community at all, so it may be an alias name."""
 
 
-def parse_community(text: str) -> CommunityValue:
+def parse_community(text: str) -> community.Community | community.LargeCommunity:
     """MetalLB's `community.New`: raise CommunityFormatError when it could be an alias."""
     fields = text.split(":")
     if len(fields) == 2:
@@ -169,7 +136,9 @@ def parse_community(text: str) -> CommunityValue:
         if not part.isdecimal() or int(part) >= 2**bits:
             raise ValueError(f"{text!r}: {part!r} is not a {bits}-bit unsigned number")
         values.append(int(part))
-    return CommunityValue(tuple(values))
+    if len(values) == 3:
+        return community.LargeCommunity(*values)
+    return community.Community(values[0] << 16 | values[1])
 
 
 # Models. Field names are MetalLB's JSON names; `rename="camel"` covers the regular ones.
@@ -347,17 +316,28 @@ class BGPPeer(_Object, frozen=True):
     status: _NoStatus = msgspec.field(default_factory=_NoStatus)
 
 
+# MetalLB's BFDProfile ranges (inclusive), checked when a BFDProfile is parsed and again by
+# `bgp.bfd.Profile`: the one place they are written.
+BFD_INTERVAL_MS = (10, 60000)
+BFD_DETECT_MULTIPLIER = (2, 255)
+BFD_MINIMUM_TTL = (1, 254)
+
+_BfdInterval = Annotated[int, msgspec.Meta(ge=BFD_INTERVAL_MS[0], le=BFD_INTERVAL_MS[1])]
+
+
 class BFDProfileSpec(_Spec, frozen=True):
     """Intervals in milliseconds. Defaults are what MetalLB (FRR) uses when a field is unset."""
 
-    receive_interval: Annotated[int, msgspec.Meta(ge=10, le=60000)] = 300
-    transmit_interval: Annotated[int, msgspec.Meta(ge=10, le=60000)] = 300
-    detect_multiplier: Annotated[int, msgspec.Meta(ge=2, le=255)] = 3
-    echo_interval: Annotated[int, msgspec.Meta(ge=10, le=60000)] = 50
+    receive_interval: _BfdInterval = 300
+    transmit_interval: _BfdInterval = 300
+    detect_multiplier: Annotated[
+        int, msgspec.Meta(ge=BFD_DETECT_MULTIPLIER[0], le=BFD_DETECT_MULTIPLIER[1])
+    ] = 3
+    echo_interval: _BfdInterval = 50
     echo_mode: bool = False
     passive_mode: bool = False
-    minimum_ttl: Annotated[int, msgspec.Meta(ge=1, le=254)] = msgspec.field(
-        default=254, name="minimumTtl"
+    minimum_ttl: Annotated[int, msgspec.Meta(ge=BFD_MINIMUM_TTL[0], le=BFD_MINIMUM_TTL[1])] = (
+        msgspec.field(default=254, name="minimumTtl")
     )
 
 
@@ -371,7 +351,7 @@ class BFDProfile(_Object, frozen=True):
 
 class CommunityAlias(_Spec, frozen=True):
     name: str
-    value: CommunityValue
+    value: community.Value
 
 
 class CommunitySpec(_Spec, frozen=True):
@@ -490,7 +470,7 @@ def _decode(tp: type, obj: object) -> object:
         return IPText(obj)
     if tp is Secret:
         return Secret(obj)
-    if tp is CommunityValue:
+    if tp is community.Value:
         return parse_community(obj)
     raise NotImplementedError(tp)
 
@@ -652,23 +632,48 @@ class Config:
     def selected_pools(
         self, names: Iterable[str], pool_selectors: Iterable[selectors.Selector]
     ) -> list[IPAddressPool]:
-        """The pools an advertisement applies to: by name or by label, all if neither is set.
+        """The pools an advertisement applies to (`selects_pool`).
 
         Names of pools that do not exist are ignored, as MetalLB does (the validator warns).
         """
         names, pool_selectors = set(names), tuple(pool_selectors)
-        if not names and not pool_selectors:
-            return list(self.pools.values())
-        return [
-            pool
-            for pool in self.pools.values()
-            if pool.name in names or any(s.matches(pool.metadata.labels) for s in pool_selectors)
-        ]
+        return [pool for pool in self.pools.values() if selects_pool(names, pool_selectors, pool)]
 
-    def community_aliases(self) -> dict[str, CommunityValue]:
+    def pool_index(self) -> PoolIndex:
+        """Which pool holds an address (build it once per snapshot: it sorts every range)."""
+        return PoolIndex(self.pools)
+
+    def community_aliases(self) -> dict[str, community.Value]:
         """Alias name -> value, across every Community object (duplicates: first by name)."""
-        aliases: dict[str, CommunityValue] = {}
-        for community in self.communities.values():
-            for alias in community.spec.communities:
+        aliases: dict[str, community.Value] = {}
+        for obj in self.communities.values():
+            for alias in obj.spec.communities:
                 aliases.setdefault(alias.name, alias.value)
         return aliases
+
+
+def selects_pool(
+    names: Collection[str], pool_selectors: Sequence[selectors.Selector], pool: IPAddressPool
+) -> bool:
+    """Whether an advertisement with these `ipAddressPools` and `ipAddressPoolSelectors` applies
+    to `pool`: by name or by label, to every pool if neither is set (MetalLB). The one rule that
+    announcing, validation and diagnosis share."""
+    if not names and not pool_selectors:
+        return True
+    return pool.name in names or any(s.matches(pool.metadata.labels) for s in pool_selectors)
+
+
+class PoolIndex:
+    """Which IPAddressPool an address is in: the one lookup that announcing, allocation,
+    diagnosis and `ironlb status` share. Pools never overlap in a validated configuration; ranges
+    that do raise ValueError here."""
+
+    __slots__ = ("_ranges",)
+
+    def __init__(self, pools: Mapping[PoolName, IPAddressPool]) -> None:
+        self._ranges = addresses.RangeIndex(
+            (r, name) for name, pool in pools.items() for r in pool.spec.addresses
+        )
+
+    def pool_of(self, ip: addresses.IP) -> PoolName | None:
+        return self._ranges.find(addresses.family_of(ip), int(ip))

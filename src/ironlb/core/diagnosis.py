@@ -251,9 +251,7 @@ class Context:
     def __init__(self, snapshot: Snapshot) -> None:
         self.snapshot = snapshot
         cfg = snapshot.config
-        self.index = addresses.RangeIndex(
-            (r, name) for name, pool in cfg.pools.items() for r in pool.spec.addresses
-        )
+        self.index = cfg.pool_index()
         self.l2 = sorted(cfg.l2_advertisements.values(), key=lambda a: a.name)
         self.bgp = sorted(cfg.bgp_advertisements.values(), key=lambda a: a.name)
         self._allocator: alloc.Allocator | None = None
@@ -304,7 +302,7 @@ def service_findings(
     if not any_serving:
         findings.append(_no_endpoint(service, slices))
     for ip in ips:
-        pool_name = context.index.find(addresses.family_of(ip), int(ip))
+        pool_name = context.index.pool_of(ip)
         if pool_name is None:
             continue  # the controller clears it (ClearAssignment); nothing to announce
         pool = snapshot.config.pools[pool_name]
@@ -477,20 +475,6 @@ def _eligible(snapshot: Snapshot, node: model.Node) -> bool:
     return report is not None and report.ignore_exclude_lb
 
 
-def _selects(
-    adv: config.L2Advertisement | config.BGPAdvertisement,
-    pool: config.IPAddressPool,
-    service: model.Service,
-) -> bool:
-    spec = adv.spec
-    if spec.ip_address_pools or spec.ip_address_pool_selectors:
-        by_name = pool.name in spec.ip_address_pools
-        by_label = any(s.matches(pool.metadata.labels) for s in spec.ip_address_pool_selectors)
-        if not (by_name or by_label):
-            return False
-    return selectors.any_matches(spec.service_selectors, service.metadata.labels)
-
-
 def _address_findings(
     snapshot: Snapshot,
     context: Context,
@@ -501,8 +485,8 @@ def _address_findings(
     local_nodes: frozenset[str],
 ) -> list[Finding]:
     ref = _svc_ref(service)
-    l2 = [a for a in context.l2 if _selects(a, pool, service)]
-    bgp = [a for a in context.bgp if _selects(a, pool, service)]
+    l2 = [a for a in context.l2 if announce.selects(a, pool, service)]
+    bgp = [a for a in context.bgp if announce.selects(a, pool, service)]
     advs: list[config.L2Advertisement | config.BGPAdvertisement] = [*l2, *bgp]
     if not advs:
         return [

@@ -145,18 +145,32 @@ class Node(_Model, frozen=True):
     def name(self) -> str:
         return self.metadata.name
 
+    @property
+    def internal_ips(self) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...]:
+        """The node's InternalIPs in their listed order (an entry that is not an address is
+        skipped): where BGP listens, the router ID's fallback, the start of `host_ips`."""
+        return self._ips("InternalIP")
+
+    @property
+    def ips(self) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...]:
+        """Every address the node reports, of any type (a Hostname entry is skipped)."""
+        return self._ips(None)
+
+    def _ips(self, wanted: str | None) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...]:
+        found = []
+        for a in self.status.addresses:
+            if wanted is None or a.type == wanted:
+                try:
+                    found.append(ipaddress.ip_address(a.address))
+                except ValueError:
+                    continue
+        return tuple(found)
+
     def host_ips(self) -> tuple[str, ...]:
         """The node's primary address, then the first address of the other family, chosen as
         the kubelet chooses a host-network pod's podIPs (InternalIPs in their listed order,
         then ExternalIPs): the address the kubelet probes such a pod on."""
-        found: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
-        for wanted in ("InternalIP", "ExternalIP"):
-            for a in self.status.addresses:
-                if a.type == wanted:
-                    try:
-                        found.append(ipaddress.ip_address(a.address))
-                    except ValueError:
-                        continue
+        found = [*self.internal_ips, *self._ips("ExternalIP")]
         if not found:
             return ()
         primary = found[0]

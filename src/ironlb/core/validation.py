@@ -24,7 +24,7 @@ import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from ironlb.core import addresses, config, selectors
+from ironlb.core import addresses, community, config, selectors
 
 
 class Severity(enum.Enum):
@@ -225,7 +225,7 @@ def _community(
     adv: config.BGPAdvertisement,
     path: str,
     text: str,
-    aliases: Mapping[str, config.CommunityValue],
+    aliases: Mapping[str, community.Value],
 ) -> None:
     if text in aliases:
         return
@@ -349,12 +349,12 @@ def _local_prefs(
 
 def _communities(cfg: config.Config, report: _Report) -> None:
     defined: dict[str, str] = {}
-    for community in cfg.communities.values():
-        for i, alias in enumerate(community.spec.communities):
-            where = f"{community.ref} spec.communities[{i}]"
+    for obj in cfg.communities.values():
+        for i, alias in enumerate(obj.spec.communities):
+            where = f"{obj.ref} spec.communities[{i}]"
             if alias.name in defined:
                 report.error(
-                    community,
+                    obj,
                     f"spec.communities[{i}].name",
                     f"alias {alias.name!r} is already defined by {defined[alias.name]}",
                 )

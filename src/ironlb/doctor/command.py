@@ -49,9 +49,7 @@ def status_of(snapshot: diagnosis.Snapshot) -> dict[str, Any]:
                 "ipv6": {"used": stats.assigned_ipv6, "free": stats.available_ipv6},
             }
         )
-    index = addresses.RangeIndex(
-        (r, name) for name, pool in snapshot.config.pools.items() for r in pool.spec.addresses
-    )
+    index = snapshot.config.pool_index()
     services = []
     for svc in sorted(snapshot.services, key=lambda s: s.key):
         if svc.spec.type != "LoadBalancer":
@@ -69,7 +67,7 @@ def status_of(snapshot: diagnosis.Snapshot) -> dict[str, Any]:
                         _contains(prefix, ip) for prefix in session.advertised
                     ):
                         peers.add(f"{session.peer} ({node})")
-        found = (index.find(addresses.family_of(ip), int(ip)) for ip in ips)
+        found = (index.pool_of(ip) for ip in ips)
         pool_names = sorted({name for name in found if name is not None})
         services.append(
             {

@@ -61,7 +61,10 @@ class PeerError(Exception):
 
 
 @dataclass
-class _Running:
+class _Session:
+    """One BGPPeer's running session: what it was started from, its task and BFD session, and
+    what `ironlb doctor` shows of it."""
+
     config: speaker.PeerConfig
     bfd_profile: bfd.Profile | None
     peer: speaker.Peer
@@ -80,12 +83,8 @@ def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
 
 
 def route_attributes(route: announce.Route) -> rib.RouteAttributes:
-    standard = frozenset(
-        attributes.Community((c.parts[0] << 16) | c.parts[1])
-        for c in route.communities
-        if not c.large
-    )
-    large = frozenset(attributes.LargeCommunity(*c.parts) for c in route.communities if c.large)
+    standard = frozenset(c for c in route.communities if isinstance(c, attributes.Community))
+    large = frozenset(c for c in route.communities if isinstance(c, attributes.LargeCommunity))
     return rib.RouteAttributes(
         local_pref=route.local_pref, communities=standard, large_communities=large
     )
@@ -104,7 +103,9 @@ def bfd_profile(profile: config.BFDProfile) -> bfd.Profile:
     )
 
 
-class Bgp:
+class PeerSessions:
+    """This node's BGP sessions, one per BGPPeer that selects it, and the routes each carries."""
+
     def __init__(
         self,
         node: str,
@@ -124,14 +125,15 @@ class Bgp:
         self._listen_failed_at: float | None = None
         self._node = node
         self._namespace = namespace
-        self._running: dict[str, _Running] = {}
+        self._running: dict[str, _Session] = {}
         self._listener: speaker.Listener | None = None
         self._bfd: bfd_transport.Transport | None = None
         self._tasks: asyncio.TaskGroup | None = None
         self._started = False
-        self.problems: dict[str, str] = {}
+        # What was last logged, so that a problem is logged when it changes, not every plan.
+        self._peer_problems: dict[str, str] = {}
         """Peer name -> why it is not running."""
-        self.plan_problems: tuple[str, ...] = ()
+        self._plan_problems: tuple[str, ...] = ()
         """The last plan's problems (`announce.BgpPlan.problems`)."""
         self.changed = asyncio.Event()
         """Set when a session comes up or goes down (the status objects follow)."""
@@ -222,11 +224,7 @@ class Bgp:
         if spec.peer_address is None:
             raise PeerError("peerAddress is required (unnumbered BGP is not supported)")
         address = _ip(spec.peer_address)
-        own = {
-            ipaddress.ip_address(a.address).version: ipaddress.ip_address(a.address)
-            for a in node.status.addresses
-            if a.type == "InternalIP"
-        }
+        own = {ip.version: ip for ip in node.internal_ips}
         router_id = spec.router_id or (str(own[4]) if 4 in own else None)
         if router_id is None:
             raise PeerError("no routerID and the node has no IPv4 InternalIP to use instead")
@@ -290,11 +288,11 @@ class Bgp:
     ) -> None:
         if self._tasks is None:
             return
-        if plan.problems != self.plan_problems:
+        if plan.problems != self._plan_problems:
             # Unresolved communities, PodCIDRs that do not parse: logged when they change.
             for problem in plan.problems:
                 log.error("BGP advertisement skipped in part: %s", problem)
-            self.plan_problems = plan.problems
+            self._plan_problems = plan.problems
         if node is None:
             # PodCIDRs (issue 15): this node's Node object is gone (deleted; the plan is empty).
             # Its routes, its PodCIDRs first of all, are withdrawn; the sessions stay up, and
@@ -315,13 +313,13 @@ class Bgp:
             try:
                 wanted, profile = self._peer_config(peer, node, cfg)
             except (PeerError, ValueError) as e:
-                if self.problems.get(name) != str(e):
+                if self._peer_problems.get(name) != str(e):
                     log.error("BGPPeer %s: %s", name, e)
-                self.problems[name] = str(e)
+                self._peer_problems[name] = str(e)
                 if name in self._running:
                     self._stop(name, "configuration no longer valid")
                 continue
-            self.problems.pop(name, None)
+            self._peer_problems.pop(name, None)
             running = self._running.get(name)
             if running is not None and (running.config, running.bfd_profile) != (wanted, profile):
                 self._stop(name, "configuration changed")
@@ -345,7 +343,7 @@ class Bgp:
 
     def _start(
         self, name: str, config_: speaker.PeerConfig, profile: bfd.Profile | None
-    ) -> _Running:
+    ) -> _Session:
         assert self._tasks is not None
         assert self._bfd is not None
         bfd_session = None
@@ -371,7 +369,7 @@ class Bgp:
             restarting=restarting,
         )
         task = self._tasks.create_task(peer.run())
-        running = _Running(config_, profile, peer, task, bfd_session)
+        running = _Session(config_, profile, peer, task, bfd_session)
         self._running[name] = running
         log.info(
             "BGPPeer %s: starting session with %s (AS %s)%s",

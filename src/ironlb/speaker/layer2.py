@@ -66,7 +66,10 @@ def timing(settings: settings_.Settings) -> announcer.Timing:
     )
 
 
-class Layer2:
+class AnnouncerShell:
+    """The announcer core of this node and the responders, probes and timers that carry out its
+    actions."""
+
     def __init__(
         self,
         node: str,
@@ -158,8 +161,8 @@ class Layer2:
         mine: Mapping[addresses.IP, announce.Announcement],
         others: Mapping[addresses.IP, str | None],
         links: Mapping[int, net_links.Link],
-    ) -> dict[addresses.IP, interfaces.Choice[net_links.Link]]:
-        """Make the core announce exactly `mine`; returns each address's interface choice."""
+    ) -> None:
+        """Make the core announce exactly `mine`."""
         self._wanted = dict(mine)
         seen = tuple(links.items())  # the monitor updates its table in place
         if seen != self._links_seen:
@@ -188,7 +191,6 @@ class Layer2:
                 why_none="; ".join(f"{k}: {v}" for k, v in choice.rejected.items()),
             )
         self._feed(self.core.plan(time.monotonic(), targets, others))
-        return choices
 
     def _conflict(self, ip: responder.Address, mac: ethernet.MacAddress) -> None:
         self._claimed[ip] = mac

@@ -3,8 +3,8 @@ caches, probes and tasks as named phases of the daemon lifecycle (`daemon.lifecy
 SIGTERM hands its addresses over before exiting (a second SIGTERM cuts that short).
 
 The speaker's parts live by job: `speaker.speaker` (the plan and membership), `speaker.layer2`
-(the announcer core's shell), `speaker.bgp`, `speaker.metrics`, `speaker.secrets`; the names
-below are kept importable from here.
+(the announcer core's shell), `speaker.bgp`, `speaker.metrics`, `speaker.secrets`; this module
+only starts and stops them.
 """
 
 from __future__ import annotations
@@ -18,26 +18,11 @@ from ironlb.k8s import client as k8s
 from ironlb.k8s import serving
 from ironlb.membership import settings as member_settings
 from ironlb.net import links as net_links
-from ironlb.speaker import layer2, metrics, report, secrets
+from ironlb.speaker import report
 from ironlb.speaker import settings as settings_
 from ironlb.speaker import speaker as node_speaker
 
 log = logging.getLogger(__name__)
-
-# The names this module had before the split, for the code and tests that import them here.
-Speaker = node_speaker.Speaker
-node_address = node_speaker.node_address
-node_addresses = node_speaker.node_addresses
-MEMBERSHIP_READY = node_speaker.MEMBERSHIP_READY
-BGP_PORT = node_speaker.BGP_PORT
-SecretData = secrets.SecretData
-parse_secret = secrets.parse_secret
-parse_keys = secrets.parse_keys
-MEMBERSHIP = metrics.MEMBERSHIP
-ISOLATED = metrics.ISOLATED
-KEY_MISSING = metrics.KEY_MISSING
-PLAN_ERRORS = metrics.PLAN_ERRORS
-SETTLE = layer2.SETTLE
 
 
 async def run(settings: settings_.Settings) -> int:
@@ -74,7 +59,7 @@ class _Node:
 
     async def connect(self) -> None:
         self.client = await self.life.enter(k8s.Client.from_config(self.settings.kubeconfig))
-        self.speaker = Speaker(self.client, self.settings)
+        self.speaker = node_speaker.Speaker(self.client, self.settings)
 
     async def start_caches(self) -> None:
         for c in self.speaker.caches:
@@ -91,7 +76,7 @@ class _Node:
         bind = settings.bind_address
         if bind is None:
             await speaker.nodes.listed.wait()
-            bind = node_address(speaker.nodes.items.get(settings.node_name))
+            bind = node_speaker.node_address(speaker.nodes.items.get(settings.node_name))
         if bind is None:
             raise SystemExit(
                 f"node {settings.node_name} has no InternalIP and no --bind-address was given"
@@ -116,7 +101,8 @@ class _Node:
     async def start_announcing(self) -> None:
         settings, speaker, life = self.settings, self.speaker, self.life
         own_node = speaker.nodes.items.get(settings.node_name)
-        addresses = node_addresses(own_node) or [self.bind]
+        own_ips = own_node.internal_ips if own_node is not None else ()
+        addresses = [str(ip) for ip in own_ips] or [self.bind]
         member_config = member_settings.Settings(
             probe_interval=settings.probe_interval,
             suspicion_timeout=settings.suspicion_timeout,

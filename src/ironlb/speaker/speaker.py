@@ -50,13 +50,6 @@ MEMBERSHIP_READY = "membershipReady"
 BGP_PORT = "bgpPortAvailable"
 
 
-def node_addresses(node: model.Node | None) -> list[str]:
-    """A node's InternalIPs (where BGP listens)."""
-    if node is None:
-        return []
-    return [a.address for a in node.status.addresses if a.type == "InternalIP"]
-
-
 def node_address(node: model.Node | None) -> str | None:
     """A node's primary address: a host-network pod's podIP, which the kubelet probes (on an
     IPv6-primary dual-stack node, the IPv6 one) and which every speaker computes alike for
@@ -154,8 +147,8 @@ class Speaker:
         self.bgp_status = status.Statuses(
             client, self.node, ns, bgp_statuses, resource=k8s.SERVICE_BGP_STATUSES, prefix="bgp"
         )
-        self.bgp = bgp.Bgp(self.node, ns, self.secret, on_listen=self._bgp_listen)
-        self.layer2 = layer2.Layer2(
+        self.bgp = bgp.PeerSessions(self.node, ns, self.secret, on_listen=self._bgp_listen)
+        self.layer2 = layer2.AnnouncerShell(
             self.node,
             settings,
             self.recorder,
@@ -227,11 +220,8 @@ class Speaker:
         for name, node in self.nodes.items.items():
             if name == self.node:
                 continue
-            for a in node.status.addresses:
-                try:
-                    by_ip[ipaddress.ip_address(a.address)] = name
-                except ValueError:
-                    continue
+            for ip in node.ips:
+                by_ip[ip] = name
         found = await neighbours.macs(by_ip)
         wanted = mac.lower()
         return next((by_ip[ip] for ip in sorted(found, key=str) if found[ip] == wanted), None)

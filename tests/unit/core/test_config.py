@@ -3,6 +3,7 @@ from typing import Any
 import pytest
 
 from ironlb.core import addresses, config
+from ironlb.core import community as community_values
 
 META = {"name": "pool-a", "namespace": "metallb", "uid": "0f3c", "managedFields": [{"x": 1}]}
 
@@ -382,7 +383,7 @@ def test_config_snapshot_by_kind_and_name() -> None:
         ]
     )
     assert list(cfg.pools) == ["a", "b"]
-    assert cfg.community_aliases() == {"no-advertise": config.CommunityValue((65535, 65282))}
+    assert cfg.community_aliases() == {"no-advertise": community_values.Community(0xFFFF_FF02)}
     assert [p.name for p in cfg.selected_pools([], [])] == ["a", "b"]
     assert [p.name for p in cfg.selected_pools(["b", "ghost"], [])] == ["b"]
     zone_x = config.parse_as(

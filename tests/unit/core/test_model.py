@@ -236,3 +236,24 @@ def test_host_ips_are_the_kubelets_choice(
     """A host-network pod's podIPs, which the kubelet probes: the first InternalIP (else
     ExternalIP), then the first address of the other family."""
     assert _node_with(*addresses).host_ips() == expected
+
+
+def test_internal_ips_are_the_internal_addresses_in_order() -> None:
+    """Where BGP listens and the router ID's fallback: InternalIPs only, in their listed order,
+    an entry that is not an address skipped; `ips` is every address of any type."""
+    node = _node_with(
+        ("ExternalIP", "203.0.113.5"),
+        ("InternalIP", "2001:db8::11"),
+        ("Hostname", "n"),
+        ("InternalIP", "not-an-ip"),
+        ("InternalIP", "192.0.2.11"),
+    )
+    assert node.internal_ips == (
+        ipaddress.ip_address("2001:db8::11"),
+        ipaddress.ip_address("192.0.2.11"),
+    )
+    assert node.ips == (
+        ipaddress.ip_address("203.0.113.5"),
+        ipaddress.ip_address("2001:db8::11"),
+        ipaddress.ip_address("192.0.2.11"),
+    )

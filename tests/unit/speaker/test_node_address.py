@@ -1,7 +1,7 @@
 """Where a speaker serves its probes and membership: the address the kubelet probes."""
 
 from ironlb.core import model
-from ironlb.speaker import main
+from ironlb.speaker import speaker
 
 
 def test_ipv6_primary_node_is_served_on_its_ipv6_address() -> None:
@@ -16,5 +16,5 @@ def test_ipv6_primary_node_is_served_on_its_ipv6_address() -> None:
             },
         }
     )
-    assert main.node_address(node) == "2001:db8::11"
-    assert main.node_address(None) is None
+    assert speaker.node_address(node) == "2001:db8::11"
+    assert speaker.node_address(None) is None
