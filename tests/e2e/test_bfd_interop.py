@@ -23,7 +23,7 @@ from typing import TypeVar
 
 import pytest
 
-from ironlb.bgp import bfd, bfd_transport, families, fsm, rib, session, speaker
+from ironlb.bgp import bfd, bfd_transport, families, fsm, peers, rib, session
 from ironlb.lab import netns, routers, topology
 from support.poll import eventually
 
@@ -62,9 +62,9 @@ class Env:
 @dataclass
 class Node:
     host: topology.Host
-    peer: speaker.Peer
+    peer: peers.Peer
     bfd: bfd_transport.Session
-    events: list[tuple[float, speaker.Event]] = field(default_factory=list)
+    events: list[tuple[float, peers.Event]] = field(default_factory=list)
 
     def first(self, kind: type[T]) -> tuple[float, T] | None:
         return next(((at, e) for at, e in self.events if isinstance(e, kind)), None)
@@ -99,14 +99,14 @@ async def running(
                 bfd_transport.Transport(socket_factory=factory)
             )
             listener = await stack.enter_async_context(
-                speaker.Listener([local], socket_factory=factory)
+                peers.Listener([local], socket_factory=factory)
             )
             bfd_session = transport.open_session(
                 ROUTER[family], local=local, profile=profile, multihop=multihop
             )
             stack.callback(bfd_session.close)
-            events: list[tuple[float, speaker.Event]] = []
-            config = speaker.PeerConfig(
+            events: list[tuple[float, peers.Event]] = []
+            config = peers.PeerConfig(
                 session=session.SessionConfig(
                     local_asn=65000 + index,
                     router_id=ipaddress.IPv4Address(host.ipv4),
@@ -118,7 +118,7 @@ async def running(
                 source_address=local,
                 ebgp_multihop=multihop,
             )
-            peer = speaker.Peer(
+            peer = peers.Peer(
                 config,
                 listener=listener,
                 bfd_session=bfd_session,

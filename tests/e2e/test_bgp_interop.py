@@ -1,7 +1,7 @@
 """ironlb's BGP speaker against FRR, GoBGP and BIRD, in the lab.
 
 The router namespace runs one of the three daemons; three node namespaces each run
-`speaker.Peer`s (their sockets opened inside the node's namespace) with a `speaker.Listener`, as
+`peers.Peer`s (their sockets opened inside the node's namespace) with a `peers.Listener`, as
 a speaker process on each node would. The router's RIB, and for FRR the router namespace's kernel
 routes and a ping from the remote client, are the judges. One lab and one daemon per router kind
 serve every case of that kind (reconfigured per case); each case starts its own peers.
@@ -20,7 +20,7 @@ from typing import TypeVar
 
 import pytest
 
-from ironlb.bgp import attributes, families, fsm, rib, session, speaker
+from ironlb.bgp import attributes, families, fsm, peers, rib, session
 from ironlb.core import announce as announce_core
 from ironlb.core import config, election, model
 from ironlb.lab import netns, routers, topology
@@ -54,8 +54,8 @@ class Env:
 @dataclass
 class Node:
     host: topology.Host
-    peers: list[speaker.Peer]
-    events: list[speaker.Event] = field(default_factory=list)
+    peers: list[peers.Peer]
+    events: list[peers.Event] = field(default_factory=list)
 
 
 @pytest.fixture(scope="module", params=sorted(routers.ROUTERS))
@@ -98,9 +98,9 @@ def peer_config(
     ibgp: bool = False,
     password: str = "",
     graceful_restart: session.GracefulRestartConfig | None = None,
-) -> speaker.PeerConfig:
+) -> peers.PeerConfig:
     local, peer = (host.ipv4, ROUTER_V4) if family is V4 else (host.ipv6, ROUTER_V6)
-    return speaker.PeerConfig(
+    return peers.PeerConfig(
         session=session.SessionConfig(
             local_asn=node_asn(index, ibgp=ibgp),
             router_id=ipaddress.IPv4Address(host.ipv4),
@@ -117,7 +117,7 @@ def peer_config(
 
 @contextlib.asynccontextmanager
 async def running(
-    env: Env, configs: Mapping[int, Sequence[speaker.PeerConfig]], *, restarting: bool = False
+    env: Env, configs: Mapping[int, Sequence[peers.PeerConfig]], *, restarting: bool = False
 ) -> AsyncIterator[dict[int, Node]]:
     """Run the peers of each node (with one listener per node); stop them all on exit."""
     async with contextlib.AsyncExitStack() as stack:
@@ -127,11 +127,11 @@ async def running(
             factory = netns.socket_factory(host.name)
             addresses = [ipaddress.ip_address(host.ipv4), ipaddress.ip_address(host.ipv6)]
             listener = await stack.enter_async_context(
-                speaker.Listener(addresses, socket_factory=factory)
+                peers.Listener(addresses, socket_factory=factory)
             )
             node = Node(host, [])
             node.peers = [
-                speaker.Peer(
+                peers.Peer(
                     c,
                     listener=listener,
                     socket_factory=factory,
@@ -272,9 +272,7 @@ async def test_md5_session_needs_the_right_password(env: Env) -> None:
         # The wrong password is silence: every attempt times out after connectTime (2 s).
         wrong = nodes[2].peers[0]
         failure = await eventually(
-            lambda: next(
-                (e for e in nodes[2].events if isinstance(e, speaker.ConnectFailed)), None
-            ),
+            lambda: next((e for e in nodes[2].events if isinstance(e, peers.ConnectFailed)), None),
             3 * TIMERS.connect_retry_time,
             "a connection failure reported",
         )
@@ -450,7 +448,7 @@ async def test_two_ironlb_speakers_opening_at_once_keep_one_connection(env: Env)
     one, two = env.nodes[1], env.nodes[2]
 
     def towards(local: topology.Host, remote: topology.Host, asn: int, peer_asn: int):
-        return speaker.PeerConfig(
+        return peers.PeerConfig(
             session=session.SessionConfig(
                 local_asn=asn,
                 router_id=ipaddress.IPv4Address(local.ipv4),

@@ -2,7 +2,7 @@
 whose kube-apiserver is healthy; the router spreads API traffic over them by ECMP.
 
 The shell around `cpvip.advertise` (the decision) and the speaker's own BGP code
-(`bgp.speaker.Peer`, one per router, + BFD from `bgp.bfd_transport`): no election, no membership,
+(`bgp.peers.Peer`, one per router, + BFD from `bgp.bfd_transport`): no election, no membership,
 no Kubernetes API. Sessions run from start to exit whatever the health; health only changes the
 routes they carry, so a withdrawal or a new advertisement is one UPDATE on a running session.
 
@@ -31,7 +31,7 @@ import signal
 import sys
 import time
 
-from ironlb.bgp import bfd, bfd_transport, families, fsm, rib, session, speaker
+from ironlb.bgp import bfd, bfd_transport, families, fsm, peers, rib, session
 from ironlb.cpvip import advertise, election
 from ironlb.cpvip import main as arp_main
 from ironlb.cpvip import settings as settings_
@@ -61,7 +61,7 @@ def read_password(path: str | None) -> str:
 
 def peer_configs(
     settings: settings_.Settings, router_id: ipaddress.IPv4Address, password: str
-) -> list[speaker.PeerConfig]:
+) -> list[peers.PeerConfig]:
     family = (
         families.Family.IPV4_UNICAST if settings.vip.version == 4 else families.Family.IPV6_UNICAST
     )
@@ -76,7 +76,7 @@ def peer_configs(
     )
     source = settings.bgp_source_address
     return [
-        speaker.PeerConfig(
+        peers.PeerConfig(
             session=config,
             address=ipaddress.ip_address(address),
             port=settings.bgp_peer_port,
@@ -92,7 +92,7 @@ class BgpVip:
         self,
         settings: settings_.Settings,
         resolved: settings_.BgpResolved,
-        configs: list[speaker.PeerConfig],
+        configs: list[peers.PeerConfig],
     ) -> None:
         self.settings = settings
         self.vip = settings.vip
@@ -102,7 +102,7 @@ class BgpVip:
             rise=settings.health_rise, fall=settings.health_fall, drain=settings.handover_timeout
         )
         self.configs = configs
-        self.peers: list[speaker.Peer] = []
+        self.peers: list[peers.Peer] = []
         self.up: set[str] = set()
         self.holding = False
         """The VIP is on `lo` (as far as this process did it)."""
@@ -121,7 +121,7 @@ class BgpVip:
             return "no BGP session established"
         return None
 
-    def _event(self, name: str, event: speaker.Event) -> None:
+    def _event(self, name: str, event: peers.Event) -> None:
         if isinstance(event, session.SessionUp):
             self.up.add(name)
         elif isinstance(event, session.SessionDown):
@@ -273,10 +273,10 @@ async def run(settings: settings_.Settings) -> int:
                     bfd_sessions.append(bfd_session)
                 name = config.name
 
-                def on_event(event: speaker.Event, name: str = name) -> None:
+                def on_event(event: peers.Event, name: str = name) -> None:
                     vip._event(name, event)
 
-                peer = speaker.Peer(config, bfd_session=bfd_session, on_event=on_event)
+                peer = peers.Peer(config, bfd_session=bfd_session, on_event=on_event)
                 vip.peers.append(peer)
                 peer_tasks.append(tg.create_task(peer.run()))
             tasks = [tg.create_task(vip.action_loop()), tg.create_task(vip.health_loop())]

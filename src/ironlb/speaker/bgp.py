@@ -32,7 +32,7 @@ from typing import Protocol
 
 from prometheus_client import Gauge
 
-from ironlb.bgp import attributes, bfd, bfd_transport, families, fsm, rib, session, speaker
+from ironlb.bgp import attributes, bfd, bfd_transport, families, fsm, peers, rib, session
 from ironlb.core import announce, config, diagnosis, model
 
 log = logging.getLogger(__name__)
@@ -65,9 +65,9 @@ class _Session:
     """One BGPPeer's running session: what it was started from, its task and BFD session, and
     what `ironlb doctor` shows of it."""
 
-    config: speaker.PeerConfig
+    config: peers.PeerConfig
     bfd_profile: bfd.Profile | None
-    peer: speaker.Peer
+    peer: peers.Peer
     task: asyncio.Task[None]
     bfd_session: bfd_transport.Session | None = None
     up: bool = False
@@ -126,7 +126,7 @@ class PeerSessions:
         self._node = node
         self._namespace = namespace
         self._running: dict[str, _Session] = {}
-        self._listener: speaker.Listener | None = None
+        self._listener: peers.Listener | None = None
         self._bfd: bfd_transport.Transport | None = None
         self._tasks: asyncio.TaskGroup | None = None
         self._started = False
@@ -167,10 +167,10 @@ class PeerSessions:
             self._listen_failed_at is not None and now - self._listen_failed_at < LISTEN_RETRY
         ):
             return
-        listener = speaker.Listener([_ip(a) for a in self._addresses], self._port)
+        listener = peers.Listener([_ip(a) for a in self._addresses], self._port)
         try:
             await listener.__aenter__()
-        except speaker.SpeakerError as e:
+        except peers.SpeakerError as e:
             first = self._listen_failed_at is None
             self._listen_failed_at = now
             LISTEN_FAILED.set(1)
@@ -219,7 +219,7 @@ class PeerSessions:
 
     def _peer_config(
         self, peer: config.BGPPeer, node: model.Node, cfg: config.Config
-    ) -> tuple[speaker.PeerConfig, bfd.Profile | None]:
+    ) -> tuple[peers.PeerConfig, bfd.Profile | None]:
         spec = peer.spec
         if spec.peer_address is None:
             raise PeerError("peerAddress is required (unnumbered BGP is not supported)")
@@ -274,7 +274,7 @@ class PeerSessions:
                 raise PeerError(f"bfdProfile {spec.bfd_profile!r} does not exist")
             profile = bfd_profile(known)
         source = _ip(spec.source_address) if spec.source_address else None
-        return speaker.PeerConfig(
+        return peers.PeerConfig(
             session=session_config,
             address=address,
             port=spec.peer_port,
@@ -341,9 +341,7 @@ class PeerSessions:
                     running.routes[family] = table
         self._started = True
 
-    def _start(
-        self, name: str, config_: speaker.PeerConfig, profile: bfd.Profile | None
-    ) -> _Session:
+    def _start(self, name: str, config_: peers.PeerConfig, profile: bfd.Profile | None) -> _Session:
         assert self._tasks is not None
         assert self._bfd is not None
         bfd_session = None
@@ -358,10 +356,10 @@ class PeerSessions:
         # it has sent them again (it may be a restart, not a first start).
         restarting = config_.session.graceful_restart is not None and not self._started
 
-        def on_event(event: speaker.Event) -> None:
+        def on_event(event: peers.Event) -> None:
             self._event(name, event)
 
-        peer = speaker.Peer(
+        peer = peers.Peer(
             config_,
             listener=self._listener,
             bfd_session=bfd_session,
@@ -387,7 +385,7 @@ class PeerSessions:
             running.bfd_session.close()
         self.changed.set()
 
-    def _event(self, name: str, event: speaker.Event) -> None:
+    def _event(self, name: str, event: peers.Event) -> None:
         running = self._running.get(name)
         if running is None:
             return

@@ -10,7 +10,7 @@ from ipaddress import IPv4Address, ip_address
 
 import pytest
 
-from ironlb.bgp import session, sockets, speaker
+from ironlb.bgp import peers, session, sockets
 
 ROUTER = ip_address("198.18.0.1")
 
@@ -30,17 +30,17 @@ class RecordingSocket:
         self.keys[address] = value[136 : 136 + keylen]
 
 
-def listener_with(sock: RecordingSocket) -> speaker.Listener:
-    listener = speaker.Listener([])
+def listener_with(sock: RecordingSocket) -> peers.Listener:
+    listener = peers.Listener([])
     listener._sockets.append(sock)  # type: ignore[arg-type]  # what __aenter__ would listen on
     return listener
 
 
-def peer(listener: speaker.Listener, password: str = "") -> speaker.Peer:
+def peer(listener: peers.Listener, password: str = "") -> peers.Peer:
     config = session.SessionConfig(
         local_asn=64510, router_id=IPv4Address("198.18.0.11"), peer_asn=64500
     )
-    return speaker.Peer(speaker.PeerConfig(config, ROUTER, password=password), listener=listener)
+    return peers.Peer(peers.PeerConfig(config, ROUTER, password=password), listener=listener)
 
 
 async def test_a_stopping_peer_hands_its_address_and_key_to_its_successor() -> None:
@@ -90,6 +90,6 @@ async def test_two_running_peers_for_one_address_are_refused() -> None:
     first = peer(listener)
     with listener.registered(first):
         second = listener.registered(peer(listener))
-        with pytest.raises(speaker.SpeakerError, match="two peers with address"):
+        with pytest.raises(peers.SpeakerError, match="two peers with address"):
             second.__enter__()
         assert listener.peer_for(ROUTER) is first

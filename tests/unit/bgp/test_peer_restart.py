@@ -12,7 +12,7 @@ import socket
 from ipaddress import IPv4Address, ip_address
 from typing import Any
 
-from ironlb.bgp import fsm, messages, session, speaker
+from ironlb.bgp import fsm, messages, peers, session
 
 ROUTER = ip_address("198.18.0.1")
 NODE = "198.18.0.11"
@@ -47,12 +47,12 @@ async def test_a_peer_connecting_during_the_backoff_gets_no_colliding_attempt() 
         raise OSError("no network in unit tests")
 
     config = session.SessionConfig(local_asn=64510, router_id=IPv4Address(NODE), peer_asn=64500)
-    listener = speaker.Listener([])
-    peer = speaker.Peer(
-        speaker.PeerConfig(config, ROUTER), listener=listener, socket_factory=socket_factory
+    listener = peers.Listener([])
+    peer = peers.Peer(
+        peers.PeerConfig(config, ROUTER), listener=listener, socket_factory=socket_factory
     )
     transport = Transport()
-    conn = speaker._Connection(lambda _: None, outbound=False)
+    conn = peers._Connection(lambda _: None, outbound=False)
     async with asyncio.TaskGroup() as tasks:
         # As run() leaves it after a session failed: started, its core Idle (the backoff).
         peer._tasks, peer._started = tasks, True

@@ -9,7 +9,7 @@ from ipaddress import IPv4Address, IPv6Address, ip_address
 
 import pytest
 
-from ironlb.bgp import session, sockets, speaker
+from ironlb.bgp import peers, session, sockets
 
 ROUTER_ID = IPv4Address("198.18.0.11")
 
@@ -63,15 +63,15 @@ def _config(
 
 
 def test_peer_config_derives_ibgp_and_ttl_from_the_asns() -> None:
-    ebgp = speaker.PeerConfig(_config(peer_asn=64501), ip_address("198.18.0.1"))
+    ebgp = peers.PeerConfig(_config(peer_asn=64501), ip_address("198.18.0.1"))
     assert (ebgp.ibgp, ebgp.ttl) == (False, 1)
-    ibgp = speaker.PeerConfig(_config(peer_asn=64500), ip_address("198.18.0.1"))
+    ibgp = peers.PeerConfig(_config(peer_asn=64500), ip_address("198.18.0.1"))
     assert (ibgp.ibgp, ibgp.ttl) == (True, 255)
-    dynamic = speaker.PeerConfig(
+    dynamic = peers.PeerConfig(
         _config(dynamic_asn=session.DynamicAsn.INTERNAL), ip_address("198.18.0.1")
     )
     assert dynamic.ibgp
-    multihop = speaker.PeerConfig(
+    multihop = peers.PeerConfig(
         _config(peer_asn=64501), ip_address("198.18.0.1"), ebgp_multihop=True
     )
     assert multihop.ttl == 255
@@ -79,16 +79,16 @@ def test_peer_config_derives_ibgp_and_ttl_from_the_asns() -> None:
 
 def test_peer_config_refuses_mixed_families_bad_ports_and_long_passwords() -> None:
     with pytest.raises(ValueError, match="differ in family"):
-        speaker.PeerConfig(
+        peers.PeerConfig(
             _config(peer_asn=1), ip_address("2001:db8::1"), source_address=ip_address("198.18.0.11")
         )
     with pytest.raises(ValueError, match="port"):
-        speaker.PeerConfig(_config(peer_asn=1), ip_address("198.18.0.1"), port=0)
+        peers.PeerConfig(_config(peer_asn=1), ip_address("198.18.0.1"), port=0)
     with pytest.raises(ValueError, match="MD5"):
-        speaker.PeerConfig(_config(peer_asn=1), ip_address("198.18.0.1"), password="x" * 81)
+        peers.PeerConfig(_config(peer_asn=1), ip_address("198.18.0.1"), password="x" * 81)
 
 
 def test_peer_names_carry_the_port_only_when_unusual() -> None:
-    assert speaker.PeerConfig(_config(peer_asn=1), ip_address("198.18.0.1")).name == "198.18.0.1"
-    odd = speaker.PeerConfig(_config(peer_asn=1), ip_address("198.18.0.1"), port=1179)
+    assert peers.PeerConfig(_config(peer_asn=1), ip_address("198.18.0.1")).name == "198.18.0.1"
+    odd = peers.PeerConfig(_config(peer_asn=1), ip_address("198.18.0.1"), port=1179)
     assert odd.name == "198.18.0.1:1179"

@@ -1,8 +1,8 @@
 """BGP sessions over TCP: the asyncio shell that drives `session.Session`, one `Peer` per
 configured neighbour, and the `Listener` that accepts their connections.
 
-    async with speaker.Listener([node_ipv4, node_ipv6]) as listener:
-        peer = speaker.Peer(config, listener=listener, bfd_session=bfd, on_event=report)
+    async with peers.Listener([node_ipv4, node_ipv6]) as listener:
+        peer = peers.Peer(config, listener=listener, bfd_session=bfd, on_event=report)
         async with asyncio.TaskGroup() as tg:
             tg.create_task(peer.run())
             peer.set_routes(families.Family.IPV4_UNICAST, {prefix: rib.RouteAttributes()})
