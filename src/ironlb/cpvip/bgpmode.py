@@ -18,7 +18,8 @@ Sessions connect out only (no listener): `ironlb speaker` may hold TCP port 179 
 
 SIGTERM / SIGINT: withdraw the route at once, keep the VIP on `lo` for `handover_timeout` (packets
 already on their way are answered by the still-running apiserver), remove it, end every session
-with a Cease, exit 0.
+with a Cease, exit 0. The steps are the
+named phases of `daemon.lifecycle` (logged as they run); a second signal forces the exit (130).
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-import signal
 import sys
 import time
 
@@ -35,6 +35,7 @@ from ironlb.bgp import bfd, bfd_transport, families, fsm, peers, rib, session
 from ironlb.cpvip import advertise, election
 from ironlb.cpvip import main as arp_main
 from ironlb.cpvip import settings as settings_
+from ironlb.daemon import lifecycle
 from ironlb.k8s import serving
 from ironlb.net import addrs
 from ironlb.net import links as net_links
@@ -253,57 +254,75 @@ async def run(settings: settings_.Settings) -> int:
         transmit_interval=settings.bgp_bfd_interval,
         detect_multiplier=settings.bgp_bfd_multiplier,
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    peer_tasks: list[asyncio.Task[None]] = []
-    try:
-        async with bfd_transport.Transport() as bfd_sockets, asyncio.TaskGroup() as tg:
-            bfd_sessions = []
-            for config in configs:
-                bfd_session = (
-                    bfd_sockets.open_session(
-                        config.address, local=config.source_address, profile=profile
-                    )
-                    if settings.bgp_bfd
-                    else None
+    life = lifecycle.Lifecycle("cpvip")
+    bfd_sessions: list[bfd_transport.Session] = []
+    peer_tasks: list[asyncio.Task[object]] = []
+    loops: dict[str, asyncio.Task[object]] = {}
+
+    async def start_sessions() -> None:
+        bfd_sockets = await life.enter(bfd_transport.Transport())
+        for config in configs:
+            bfd_session = (
+                bfd_sockets.open_session(
+                    config.address, local=config.source_address, profile=profile
                 )
-                if bfd_session is not None:
-                    bfd_sessions.append(bfd_session)
-                name = config.name
+                if settings.bgp_bfd
+                else None
+            )
+            if bfd_session is not None:
+                bfd_sessions.append(bfd_session)
+            name = config.name
 
-                def on_event(event: peers.Event, name: str = name) -> None:
-                    vip._event(name, event)
+            def on_event(event: peers.Event, name: str = name) -> None:
+                vip._event(name, event)
 
-                peer = peers.Peer(config, bfd_session=bfd_session, on_event=on_event)
-                vip.peers.append(peer)
-                peer_tasks.append(tg.create_task(peer.run()))
-            tasks = [tg.create_task(vip.action_loop()), tg.create_task(vip.health_loop())]
-            if settings.metrics_port:
-                routes: dict[str, serving.Handler] = {
-                    "/metrics": serving.metrics,
-                    "/healthz": serving.probe(lambda: None),
-                    "/readyz": serving.probe(vip.ready),
-                }
-                # Every address: the kubelet probes the node's own (host network).
-                server = serving.Server("", settings.metrics_port, routes)
-                tasks.append(tg.create_task(server.serve()))
-            await stop.wait()
-            log.info("stopping: withdrawing %s", vip.prefix)
-            tasks[1].cancel()  # no health news may advertise again
-            await vip.stop()
-            for task in tasks:
-                task.cancel()
-            for peer in vip.peers:
-                peer.stop("control-plane VIP stopping")
-            for bfd_session in bfd_sessions:
-                bfd_session.close()
-            if peer_tasks:
-                await asyncio.wait(peer_tasks, timeout=CEASE_FLUSH)
-            for task in peer_tasks:
-                task.cancel()
+            peer = peers.Peer(config, bfd_session=bfd_session, on_event=on_event)
+            vip.peers.append(peer)
+            peer_tasks.append(life.start(f"BGP {name}", peer.run()))
+
+    async def serve_probes() -> None:
+        if settings.metrics_port:
+            routes: dict[str, serving.Handler] = {
+                "/metrics": serving.metrics,
+                "/healthz": serving.probe(lambda: None),
+                "/readyz": serving.probe(vip.ready),
+            }
+            # Every address: the kubelet probes the node's own (host network).
+            server = serving.Server("", settings.metrics_port, routes)
+            life.start("metrics and probes", server.serve())
+
+    async def start_checks() -> None:
+        loops["actions"] = life.start("actions", vip.action_loop())
+        loops["health"] = life.start("health checks", vip.health_loop())
+
+    async def stop_checks() -> None:
+        await lifecycle.cancel(loops["health"])  # no health news may advertise again
+
+    async def stop_actions() -> None:
+        await lifecycle.cancel(loops["actions"])
+
+    async def end_sessions() -> None:
+        for peer in vip.peers:
+            peer.stop("control-plane VIP stopping")
+        for bfd_session in bfd_sessions:
+            bfd_session.close()
+        if peer_tasks:
+            await asyncio.wait(peer_tasks, timeout=CEASE_FLUSH)
+
+    try:
+        return await life.serve(
+            [
+                lifecycle.Phase("start the BGP sessions", start_sessions),
+                lifecycle.Phase("serve metrics and probes", serve_probes),
+                lifecycle.Phase("check health and advertise", start_checks),
+            ],
+            [
+                lifecycle.Phase("stop the health checks", stop_checks),
+                lifecycle.Phase(f"withdraw {vip.prefix}, then remove it", vip.stop),
+                lifecycle.Phase("stop the actions", stop_actions),
+                lifecycle.Phase("end the BGP sessions (Cease)", end_sessions),
+            ],
+        )
     finally:
         if vip.holding:
             await vip.release()
-    return 0

@@ -11,7 +11,8 @@ withdraws and removes the address. A claim of the VIP by another MAC (the next o
 announcement) ends a handover.
 
 SIGTERM / SIGINT: stop being a candidate (published at once), keep the VIP until the next owner
-claims it or `handover_timeout` passes, remove it, leave membership, exit 0.
+claims it or `handover_timeout` passes, remove it, leave membership, exit 0. The steps are the
+named phases of `daemon.lifecycle` (logged as they run); a second signal forces the exit (130).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import ssl
 import sys
 import time
@@ -31,6 +31,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from ironlb.core import election as core_election
 from ironlb.cpvip import election
 from ironlb.cpvip import settings as settings_
+from ironlb.daemon import lifecycle
 from ironlb.k8s import serving
 from ironlb.l2 import announcer, ethernet, responder
 from ironlb.membership import model as member_model
@@ -427,35 +428,48 @@ async def run(settings: settings_.Settings) -> int:
         vip.name,
         ", ".join(vip.peers) or "none",
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    life = lifecycle.Lifecycle("cpvip")
+    loops: list[asyncio.Task[object]] = []
+
+    async def join() -> None:
+        await life.enter(vip.transport)
+        vip.transport.set_peers(vip.peers)
+
+    async def serve_probes() -> None:
+        if settings.metrics_port:
+            routes: dict[str, serving.Handler] = {
+                "/metrics": serving.metrics,
+                "/healthz": serving.probe(lambda: None),
+                "/readyz": serving.probe(vip.ready),
+            }
+            server = serving.Server(str(resolved.bind), settings.metrics_port, routes)
+            life.start("metrics and probes", server.serve())
+
+    async def start() -> None:
+        monitor = await life.enter(net_links.Monitor())
+        loops.append(life.start("actions", vip.action_loop()))
+        loops.append(life.start("health checks", vip.health_loop()))
+        loops.append(life.start("links", vip.link_loop(monitor)))
+        vip.start()
+
+    async def stop_loops() -> None:
+        for task in loops:
+            await lifecycle.cancel(task)
+
     try:
-        async with vip.transport, net_links.Monitor() as monitor, asyncio.TaskGroup() as tg:
-            vip.transport.set_peers(vip.peers)
-            tasks = [
-                tg.create_task(vip.action_loop()),
-                tg.create_task(vip.health_loop()),
-                tg.create_task(vip.link_loop(monitor)),
-            ]
-            if settings.metrics_port:
-                routes: dict[str, serving.Handler] = {
-                    "/metrics": serving.metrics,
-                    "/healthz": serving.probe(lambda: None),
-                    "/readyz": serving.probe(vip.ready),
-                }
-                server = serving.Server(str(resolved.bind), settings.metrics_port, routes)
-                tasks.append(tg.create_task(server.serve()))
-            vip.start()
-            await stop.wait()
-            log.info("stopping: handing %s over", settings.vip)
-            await vip.hand_over()
-            for task in tasks:
-                task.cancel()
-            await vip.transport.leave()
+        return await life.serve(
+            [
+                lifecycle.Phase("join membership", join),
+                lifecycle.Phase("serve metrics and probes", serve_probes),
+                lifecycle.Phase("check health, watch the link, elect", start),
+            ],
+            [
+                lifecycle.Phase(f"hand {settings.vip} over", vip.hand_over),
+                lifecycle.Phase("stop the loops", stop_loops),
+                lifecycle.Phase("leave membership", vip.transport.leave),
+            ],
+        )
     finally:
         if vip.holding:
             await vip.release("stopping")
         await vip.close()
-    return 0
