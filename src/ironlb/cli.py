@@ -200,6 +200,11 @@ _BGP_MANIFEST_OPTIONS = (
 @click.option("--mode", type=click.Choice(["arp", "bgp"]), default="arp", show_default=True)
 @click.option("--image", default=cpvip_manifest.DEFAULT_IMAGE, show_default=True)
 @click.option("--key-path", default=cpvip_manifest.DEFAULT_KEY_PATH, show_default=True)
+@click.option(
+    "--kubeconfig-path",
+    default=None,
+    help="arp: host file of a kubeconfig to discover the other control-plane Nodes with.",
+)
 @click.option("--bgp-peers", multiple=True, callback=_patterns, help="bgp: the routers.")
 @click.option("--bgp-peer-asn", type=int, default=None, help="bgp: the routers' AS number.")
 @click.option("--bgp-local-asn", type=int, default=None, help="bgp: the nodes' AS number.")
@@ -218,6 +223,7 @@ def manifest_cpvip(
     mode: str,
     image: str,
     key_path: str,
+    kubeconfig_path: str | None,
     bgp_password_path: str | None,
     **bgp: Any,
 ) -> None:
@@ -232,8 +238,8 @@ def manifest_cpvip(
         raise click.UsageError(f"--{next(iter(given)).replace('_', '-')}: only for --mode bgp")
     bgp_args: list[str] = []
     if mode == "bgp":
-        if interface or peers:
-            flag = "--interface" if interface else "--peers"
+        if interface or peers or kubeconfig_path:
+            flag = "--interface" if interface else "--peers" if peers else "--kubeconfig-path"
             raise click.UsageError(f"{flag}: only for --mode arp (this is --mode bgp)")
         given.pop("bgp_password_path", None)
         try:
@@ -255,6 +261,7 @@ def manifest_cpvip(
         mode=mode,
         image=image,
         key_path=key_path,
+        kubeconfig_path=kubeconfig_path,
         bgp_args=bgp_args,
         bgp_password_path=bgp_password_path,
     )

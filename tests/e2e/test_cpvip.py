@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import pytest
 import yaml
 
-from ironlb.cpvip import manifest
+from ironlb.cpvip import discovery, manifest
 from ironlb.lab import cpvip as lab_cpvip
 from ironlb.lab import netns, topology
 
@@ -277,6 +277,83 @@ def test_generated_manifest_passes_a_server_side_dry_run(cp: lab_cpvip.ControlPl
     )
     assert out.returncode == 0, out.stderr.decode()
     assert b"created (server dry run)" in out.stdout
+
+
+def _kubectl(cp: lab_cpvip.ControlPlanes, *args: str, stdin: str = "") -> None:
+    assert cp.client is not None
+    kubectl = [str(cp.bin_dir / "kubectl"), f"--kubeconfig={cp.workdir / 'vip.kubeconfig'}"]
+    out = subprocess.run(
+        cp.client.ns.argv([*kubectl, *args]),
+        input=stdin.encode(),
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr.decode()
+
+
+def _longest_shared(cp: lab_cpvip.ControlPlanes, seconds: float) -> float:
+    """Watch the holders for `seconds`: the longest time two or more held the VIP at once."""
+    longest, since = 0.0, None
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        now = time.monotonic()
+        if len(cp.holders()) > 1:
+            since = now if since is None else since
+            longest = max(longest, now - since)
+        else:
+            since = None
+        time.sleep(0.05)
+    return longest
+
+
+def test_peers_are_discovered_from_control_plane_nodes(cp: lab_cpvip.ControlPlanes) -> None:
+    """No --peers, a kubeconfig (pointing at the VIP, as kubeadm's admin.conf does) instead.
+    The first node starts alone: nobody holds the VIP, the API is out of reach, it takes the
+    VIP. The next two list the control-plane Nodes through the VIP before their election
+    starts, so two nodes never hold the VIP for longer than a handover (without discovery
+    each would be alone and take it for good); and when the holder stops, the VIP moves to a
+    node that knows its peers from the API alone."""
+    settled(cp, client_ok=False)
+    kubeconfig = f"--kubeconfig={cp.workdir / 'vip.kubeconfig'}"
+    # As the kubelet registers them (this lab runs none), with kubeadm's control-plane label.
+    nodes = {
+        "apiVersion": "v1",
+        "kind": "List",
+        "items": [
+            {
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": {"name": m.name, "labels": {discovery.CONTROL_PLANE_LABEL: ""}},
+                "status": {"addresses": [{"type": "InternalIP", "address": cp.address(m)}]},
+            }
+            for m in cp.members
+        ],
+    }
+    _kubectl(cp, "create", "-f", "-", stdin=yaml.safe_dump(nodes))
+    first, *others = cp.members
+    try:
+        for m in cp.members:
+            assert m.stop("cpvip") == 0
+        assert cp.holders() == []
+        cp.start_cpvip(first, kubeconfig, "--discovery-interval=1", static_peers=False)
+        wait_until(lambda: cp.holders() == [first], within=20)
+        for m in others:
+            cp.start_cpvip(m, kubeconfig, "--discovery-interval=1", static_peers=False)
+        shared = _longest_shared(cp, 8.0)
+        print(f"two holders for at most {shared:.2f} s while two nodes joined")
+        assert shared < 1.5, [m.name for m in cp.holders()]  # a handover (1 s) and sampling
+        holder = settled(cp)
+        assert holder.stop("cpvip") == 0
+        moved = wait_until(lambda: len(h := cp.holders()) == 1 and h[0] is not holder, 5.0)
+        print(f"the SIGTERMed holder's VIP moved in {moved:.2f} s")
+    finally:
+        for m in cp.members:
+            m.stop("cpvip")
+        for m in cp.members:
+            cp.start_cpvip(m)
+        settled(cp, client_ok=False)  # the API answers through the VIP again
+        _kubectl(cp, "delete", "node", *(m.name for m in cp.members))
 
 
 @pytest.fixture(scope="module")

@@ -29,9 +29,11 @@ from urllib.parse import urlsplit
 from prometheus_client import Counter, Gauge, Histogram
 
 from ironlb.core import election as core_election
-from ironlb.cpvip import election
+from ironlb.core import model
+from ironlb.cpvip import discovery, election
 from ironlb.cpvip import settings as settings_
 from ironlb.daemon import lifecycle
+from ironlb.k8s import client as k8s
 from ironlb.k8s import serving
 from ironlb.l2 import announcer, ethernet, responder
 from ironlb.membership import model as member_model
@@ -52,6 +54,15 @@ CHECK_SECONDS = Histogram(
     "Duration of a health check.",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
 )
+DISCOVERIES = Counter(
+    "ironlb_cpvip_discoveries",
+    "Listings of the control-plane Nodes (with --kubeconfig), by result.",
+    ["result"],
+)
+PEERS = Gauge("ironlb_cpvip_peers", "Other control-plane nodes membership probes.")
+DISCOVERY_TIMEOUT = 3.0
+"""Seconds one listing of the control-plane Nodes may take (the API may be unreachable: nobody
+holds the VIP yet)."""
 ADDRESS_ERRORS = Counter(
     "ironlb_cpvip_address_errors", "Failures adding or removing the VIP on the interface."
 )
@@ -150,6 +161,9 @@ class Cpvip:
             core_election.NodeName(str(ip)): member_model.Endpoint(ip, port)
             for ip, port in settings.peer_endpoints()
         }
+        self.static_peers = dict(self.peers)
+        """`--peers`: kept whatever discovery finds."""
+        self._discovery_failing = False
         self.responder: responder.Responder | None = None
         self.holding = False
         """The VIP is on the interface (as far as this process did it)."""
@@ -248,6 +262,42 @@ class Cpvip:
         self._queue(self.announcer.claimed(now, address, str(mac)))
         # While YIELDING, the new owner's claim ends the handover at once.
         self._apply(self.core.claimed(now))
+
+    # --- peers ------------------------------------------------------------------------------
+
+    async def discover(self, api: k8s.Client) -> None:
+        """List the control-plane Nodes once; probe what `--peers` and they name together."""
+        try:
+            async with asyncio.timeout(DISCOVERY_TIMEOUT):
+                items, _ = await api.list_all(
+                    k8s.NODES, label_selector=discovery.CONTROL_PLANE_LABEL
+                )
+        except (k8s.ApiError, k8s.Unreachable, TimeoutError) as e:
+            DISCOVERIES.labels("failed").inc()
+            if not self._discovery_failing:
+                log.warning("cannot list the control-plane Nodes (peers unchanged): %s", e)
+            self._discovery_failing = True
+            return
+        nodes = []
+        for item in items:
+            try:
+                nodes.append(model.parse_node(item))
+            except model.ModelError as e:
+                log.warning("control-plane Node skipped: %s", e)
+        DISCOVERIES.labels("ok").inc()
+        self._discovery_failing = False
+        found = discovery.peers_from_nodes(nodes, self.resolved.bind, self.settings.membership_port)
+        peers = discovery.merged(self.static_peers, found)
+        if peers != self.peers:
+            log.info("peers (from --peers and the control-plane Nodes): %s", ", ".join(peers))
+            self.peers = peers
+            self.transport.set_peers(peers)
+        PEERS.set(len(peers))
+
+    async def discovery_loop(self, api: k8s.Client) -> None:
+        while True:
+            await asyncio.sleep(self.settings.discovery_interval)
+            await self.discover(api)
 
     # --- loops ------------------------------------------------------------------------------
 
@@ -398,6 +448,14 @@ async def run(settings: settings_.Settings) -> int:
         resolved = settings_.resolve(settings, [(link.name, link.addresses) for link in all_links])
         assert settings.key_file is not None
         keys = read_keys(settings.key_file)
+        api = (
+            k8s.Client.from_config(settings.kubeconfig, timeout=DISCOVERY_TIMEOUT)
+            if settings.kubeconfig is not None
+            else None
+        )
+    except k8s.ConfigurationError as e:
+        print(f"ironlb cpvip: invalid --kubeconfig (IRONLB_CPVIP_KUBECONFIG): {e}", file=sys.stderr)
+        return 2
     except settings_.ResolveError as e:
         flag = "--" + e.field.replace("_", "-")
         print(
@@ -434,6 +492,16 @@ async def run(settings: settings_.Settings) -> int:
     async def join() -> None:
         await life.enter(vip.transport)
         vip.transport.set_peers(vip.peers)
+        PEERS.set(len(vip.peers))
+
+    async def discover() -> None:
+        # Once before the election starts: a node that joins an existing cluster meets its
+        # peers before it could take the VIP alone. Unanswered (the first node: nobody holds
+        # the VIP yet), it starts with --peers and tries again every discovery_interval.
+        if api is not None:
+            await life.enter(api)
+            await vip.discover(api)
+            life.start("discovery", vip.discovery_loop(api))
 
     async def serve_probes() -> None:
         if settings.metrics_port:
@@ -460,6 +528,7 @@ async def run(settings: settings_.Settings) -> int:
         return await life.serve(
             [
                 lifecycle.Phase("join membership", join),
+                lifecycle.Phase("discover the other control-plane nodes", discover),
                 lifecycle.Phase("serve metrics and probes", serve_probes),
                 lifecycle.Phase("check health, watch the link, elect", start),
             ],

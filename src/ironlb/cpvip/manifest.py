@@ -17,6 +17,7 @@ DEFAULT_IMAGE = "ghcr.io/ironlb/ironlb:0.1.0"
 DEFAULT_KEY_PATH = "/etc/kubernetes/ironlb-cpvip.key"
 _KEY_DIR = "/etc/ironlb-cpvip"
 _PASSWORD = f"{_KEY_DIR}/bgp-password"
+_KUBECONFIG = f"{_KEY_DIR}/kubeconfig"
 
 
 def static_pod(
@@ -27,11 +28,13 @@ def static_pod(
     mode: str = "arp",
     image: str = DEFAULT_IMAGE,
     key_path: str = DEFAULT_KEY_PATH,
+    kubeconfig_path: str | None = None,
     bgp_args: Sequence[str] = (),
     bgp_password_path: str | None = None,
 ) -> dict[str, Any]:
     """`bgp_args`: bgp mode's flags as given (`--bgp-peers=...`), passed through; the password
-    file is mounted from `bgp_password_path` on the host."""
+    file is mounted from `bgp_password_path` on the host. `kubeconfig_path` (arp mode): a host
+    file mounted for `--kubeconfig`, to discover the other control-plane Nodes."""
     bgp = mode == "bgp"
     args = ["cpvip", f"--address={address}", f"--mode={mode}"]
     mounts: list[tuple[str, str, str]] = []  # (volume, path in the container, host path)
@@ -43,6 +46,9 @@ def static_pod(
     else:
         args.insert(2, f"--key-file={_KEY_DIR}/key")
         mounts.append(("key", f"{_KEY_DIR}/key", key_path))
+        if kubeconfig_path:
+            args.append(f"--kubeconfig={_KUBECONFIG}")
+            mounts.append(("kubeconfig", _KUBECONFIG, kubeconfig_path))
     if interface:
         args.append(f"--interface={interface}")
     args += [f"--peers={p}" for p in peers]

@@ -141,6 +141,10 @@ def _fraction(value: float) -> str | None:
     return None if 0 < value <= 5 else "must be in (0, 5] seconds"
 
 
+def _discovery_interval(value: float) -> str | None:
+    return None if 1 <= value <= 3600 else "must be in [1, 3600] seconds"
+
+
 @dataclass(frozen=True)
 class Settings:
     address: str | None = core_settings.setting(
@@ -156,6 +160,17 @@ class Settings:
         help="The other control-plane nodes' membership addresses (IP, IPv4:port or"
         " [IPv6]:port); repeat the flag or separate with commas.",
         check=peers,
+    )
+    kubeconfig: str | None = core_settings.setting(
+        help="A kubeconfig to discover the other control-plane nodes with (Nodes labelled"
+        " node-role.kubernetes.io/control-plane, at their InternalIP); optional: --peers needs"
+        " no API, and the first node of a cluster has none to ask.",
+        check=core_settings.readable_file,
+    )
+    discovery_interval: float = core_settings.setting(
+        10.0,
+        help="Seconds between two listings of the control-plane Nodes (with --kubeconfig).",
+        check=_discovery_interval,
     )
     bind_address: str | None = core_settings.setting(
         help="This node's membership address (default: its address on --interface in the VIP's"
@@ -331,6 +346,8 @@ class Settings:
 ARP_ONLY = (
     "interface",
     "peers",
+    "kubeconfig",
+    "discovery_interval",
     "bind_address",
     "key_file",
     "membership_port",

@@ -215,8 +215,9 @@ class ControlPlanes:
             log=m.workdir / "kube-apiserver.log",
         )
 
-    def start_cpvip(self, m: Member, *extra: str) -> None:
-        peers = [self.address(o) for o in self.members if o is not m]
+    def start_cpvip(self, m: Member, *extra: str, static_peers: bool = True) -> None:
+        """`static_peers` False: no --peers (give --kubeconfig to discover them)."""
+        peers = [self.address(o) for o in self.members if o is not m and static_peers]
         m.procs["cpvip"] = m.host.ns.spawn(
             [
                 sys.executable,

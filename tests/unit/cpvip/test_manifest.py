@@ -94,3 +94,28 @@ def test_readme_cluster_api_snippet_is_a_kubeadm_control_plane() -> None:
     files = {f["path"]: f for f in kcp["spec"]["kubeadmConfigSpec"]["files"]}
     assert "/etc/kubernetes/manifests/ironlb-cpvip.yaml" in files
     assert manifest.DEFAULT_KEY_PATH in files
+
+
+def test_kubeconfig_path_is_mounted_for_discovery_in_arp_mode_only() -> None:
+    runner = CliRunner()
+    common = ["manifest", "cpvip", "--address", "192.0.2.10"]
+    ok = runner.invoke(cli.cli, [*common, "--kubeconfig-path", "/etc/kubernetes/cpvip.conf"])
+    assert ok.exit_code == 0, ok.output
+    spec = yaml.safe_load(ok.output)["spec"]
+    (container,) = spec["containers"]
+    assert "--kubeconfig=/etc/ironlb-cpvip/kubeconfig" in container["args"]
+    assert {
+        "name": "kubeconfig",
+        "mountPath": "/etc/ironlb-cpvip/kubeconfig",
+        "readOnly": True,
+    } in (container["volumeMounts"])
+    assert {
+        "name": "kubeconfig",
+        "hostPath": {"path": "/etc/kubernetes/cpvip.conf", "type": "File"},
+    } in spec["volumes"]
+    bgp = ["--mode", "bgp", "--bgp-peers", "198.51.100.1", "--bgp-peer-asn", "64500"]
+    bad = runner.invoke(
+        cli.cli, [*common, *bgp, "--bgp-local-asn", "64520", "--kubeconfig-path", "/x"]
+    )
+    assert bad.exit_code == 2
+    assert "--kubeconfig-path: only for --mode arp" in bad.output
