@@ -102,7 +102,7 @@ image: apt venv
 
 # Other projects' binaries the tests run against ironlb (dev/peers/*.peer), cached like kube's;
 # only `make test` needs them (`make lab` does not wait for them).
-PEERS := external-dns metallb
+PEERS := external-dns metallb kube-vip
 
 peers:
 	@for p in $(PEERS); do dev/peers/build.sh $$p >/dev/null; done
