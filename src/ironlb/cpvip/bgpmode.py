@@ -181,14 +181,9 @@ class BgpVip:
     # --- loops ------------------------------------------------------------------------------
 
     async def health_loop(self) -> None:
-        s = self.settings
-        while True:
-            started = time.monotonic()
-            ok = await arp_main.check_health(s.health_url, s.health_timeout, self._tls)
-            arp_main.CHECK_SECONDS.observe(time.monotonic() - started)
-            arp_main.CHECKS.labels("ok" if ok else "failed").inc()
-            self._apply(self.core.checked(time.monotonic(), ok))
-            await asyncio.sleep(max(0.0, s.health_interval - (time.monotonic() - started)))
+        await arp_main.check_forever(
+            self.settings, self._tls, lambda now, ok: self._apply(self.core.checked(now, ok))
+        )
 
     async def action_loop(self) -> None:
         while True:
@@ -219,12 +214,7 @@ async def run(settings: settings_.Settings) -> int:
             settings, resolved.router_id, read_password(settings.bgp_password_file)
         )
     except settings_.ResolveError as e:
-        flag = "--" + e.field.replace("_", "-")
-        print(
-            f"ironlb cpvip: invalid {flag} (IRONLB_CPVIP_{e.field.upper()}): {e.problem}",
-            file=sys.stderr,
-        )
-        return 2
+        return arp_main.refuse(e)
     except (arp_main.StartError, ValueError) as e:
         print(f"ironlb cpvip: {e}", file=sys.stderr)
         return 2
@@ -232,13 +222,9 @@ async def run(settings: settings_.Settings) -> int:
         log.error("cannot start: %s", e)
         return 1
     vip = BgpVip(settings, resolved, configs)
-    # A VIP left on lo by a killed predecessor would be accepted here although nothing
-    # advertises it: start without it; advertising adds it back.
-    try:
-        if await addrs.remove(DEVICE, vip.vip, vip.prefix.prefixlen):
-            log.warning("removed %s left on %s by an earlier run", vip.vip, DEVICE)
-    except net_links.NetlinkFailure as e:
-        log.error("cannot remove a leftover %s from %s: %s", vip.vip, DEVICE, e)
+    # Start without a predecessor's VIP (accepted here although nothing advertises it);
+    # advertising adds it back.
+    if not await arp_main.remove_leftover(vip.vip, DEVICE, vip.prefix.prefixlen):
         return 1
     log.info(
         "cpvip %s (bgp): AS %d to routers %s (AS %d), router ID %s%s",
@@ -282,11 +268,7 @@ async def run(settings: settings_.Settings) -> int:
 
     async def serve_probes() -> None:
         if settings.metrics_port:
-            routes: dict[str, serving.Handler] = {
-                "/metrics": serving.metrics,
-                "/healthz": serving.probe(lambda: None),
-                "/readyz": serving.probe(vip.ready),
-            }
+            routes = arp_main.probe_routes(vip.ready)
             # Every address: the kubelet probes the node's own (host network).
             server = serving.Server("", settings.metrics_port, routes)
             life.start("metrics and probes", server.serve())

@@ -23,13 +23,14 @@ import logging
 import ssl
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from urllib.parse import urlsplit
 
 from prometheus_client import Counter, Gauge, Histogram
 
 from ironlb.core import election as core_election
 from ironlb.core import model
+from ironlb.core.addresses import IP
 from ironlb.cpvip import discovery, election
 from ironlb.cpvip import settings as settings_
 from ironlb.daemon import lifecycle
@@ -115,6 +116,54 @@ def insecure_tls() -> ssl.SSLContext:
     tls.check_hostname = False
     tls.verify_mode = ssl.CERT_NONE
     return tls
+
+
+async def check_forever(
+    settings: settings_.Settings, tls: ssl.SSLContext, checked: Callable[[float, bool], None]
+) -> None:
+    """Check the local kube-apiserver every `health_interval` and hand each result to `checked`
+    (with its time), counted in the metrics. Both modes' health loop."""
+    while True:
+        started = time.monotonic()
+        ok = await check_health(settings.health_url, settings.health_timeout, tls)
+        CHECK_SECONDS.observe(time.monotonic() - started)
+        CHECKS.labels("ok" if ok else "failed").inc()
+        checked(time.monotonic(), ok)
+        await asyncio.sleep(max(0.0, settings.health_interval - (time.monotonic() - started)))
+
+
+def refuse(e: settings_.ResolveError) -> int:
+    """A setting that does not fit this node: one line naming the flag and its variable."""
+    flag = "--" + e.field.replace("_", "-")
+    print(
+        f"ironlb cpvip: invalid {flag} (IRONLB_CPVIP_{e.field.upper()}): {e.problem}",
+        file=sys.stderr,
+    )
+    return 2
+
+
+async def remove_leftover(
+    vip: IP, device: str, prefix_length: int, index: int | None = None
+) -> bool:
+    """Remove the VIP a killed predecessor (SIGKILL, OOM, a crash) left on `device`: this
+    node's kernel would accept or answer for it although nothing announces it. False (logged)
+    when the kernel refuses."""
+    try:
+        if await addrs.remove(device, vip, prefix_length, index):
+            log.warning("removed %s left on %s by an earlier run", vip, device)
+    except net_links.NetlinkFailure as e:
+        log.error("cannot remove a leftover %s from %s: %s", vip, device, e)
+        return False
+    return True
+
+
+def probe_routes(ready: Callable[[], str | None]) -> dict[str, serving.Handler]:
+    """/metrics, /healthz and /readyz (`ready`: None, or why not)."""
+    return {
+        "/metrics": serving.metrics,
+        "/healthz": serving.probe(lambda: None),
+        "/readyz": serving.probe(ready),
+    }
 
 
 class Cpvip:
@@ -302,14 +351,9 @@ class Cpvip:
     # --- loops ------------------------------------------------------------------------------
 
     async def health_loop(self) -> None:
-        s = self.settings
-        while True:
-            started = time.monotonic()
-            ok = await check_health(s.health_url, s.health_timeout, self._tls)
-            CHECK_SECONDS.observe(time.monotonic() - started)
-            CHECKS.labels("ok" if ok else "failed").inc()
-            self._apply(self.core.checked(time.monotonic(), ok))
-            await asyncio.sleep(max(0.0, s.health_interval - (time.monotonic() - started)))
+        await check_forever(
+            self.settings, self._tls, lambda now, ok: self._apply(self.core.checked(now, ok))
+        )
 
     async def link_loop(self, monitor: net_links.Monitor) -> None:
         async for event in monitor:
@@ -457,12 +501,7 @@ async def run(settings: settings_.Settings) -> int:
         print(f"ironlb cpvip: invalid --kubeconfig (IRONLB_CPVIP_KUBECONFIG): {e}", file=sys.stderr)
         return 2
     except settings_.ResolveError as e:
-        flag = "--" + e.field.replace("_", "-")
-        print(
-            f"ironlb cpvip: invalid {flag} (IRONLB_CPVIP_{e.field.upper()}): {e.problem}",
-            file=sys.stderr,
-        )
-        return 2
+        return refuse(e)
     except StartError as e:
         print(f"ironlb cpvip: {e}", file=sys.stderr)
         return 2
@@ -471,13 +510,9 @@ async def run(settings: settings_.Settings) -> int:
         return 1
     link = next(link for link in all_links if link.name == resolved.interface)
     vip = Cpvip(settings, resolved, keys, link)
-    # A VIP left on the interface by a killed predecessor (SIGKILL, OOM, a crash) would make this
-    # node's kernel answer for it beside the real owner: start without it, ownership adds it back.
-    try:
-        if await addrs.remove(resolved.interface, vip.vip, resolved.prefix_length, link.index):
-            log.warning("removed %s left on %s by an earlier run", vip.vip, resolved.interface)
-    except net_links.NetlinkFailure as e:
-        log.error("cannot remove a leftover %s from %s: %s", vip.vip, resolved.interface, e)
+    # Start without a predecessor's VIP (its kernel would answer beside the real owner);
+    # ownership adds it back.
+    if not await remove_leftover(vip.vip, resolved.interface, resolved.prefix_length, link.index):
         return 1
     log.info(
         "cpvip %s on %s as %s, peers %s",
@@ -505,11 +540,7 @@ async def run(settings: settings_.Settings) -> int:
 
     async def serve_probes() -> None:
         if settings.metrics_port:
-            routes: dict[str, serving.Handler] = {
-                "/metrics": serving.metrics,
-                "/healthz": serving.probe(lambda: None),
-                "/readyz": serving.probe(vip.ready),
-            }
+            routes = probe_routes(vip.ready)
             server = serving.Server(str(resolved.bind), settings.metrics_port, routes)
             life.start("metrics and probes", server.serve())
 
