@@ -103,31 +103,26 @@ class Decision:
 
 class Advertiser:
     def __init__(self, *, rise: int = 2, fall: int = 2, drain: float = 1.0) -> None:
-        if rise < 1 or fall < 1:
-            raise ValueError("rise and fall must be at least 1")
         if drain < 0:
             raise ValueError("drain must not be negative")
-        self.rise, self.fall, self.drain = rise, fall, drain
-        self.health = election.Health.UNKNOWN
+        self._checks = election.HealthChecks(rise, fall)
+        self.drain = drain
         self.state = State.WITHDRAWN
         self.transitions = 0
         self.drain_until: float | None = None
         """When DRAINING or STOPPING ends (the shell calls `tick` then)."""
-        self._good = self._bad = 0
+
+    @property
+    def health(self) -> election.Health:
+        return self._checks.health
 
     def next_deadline(self) -> float | None:
         return self.drain_until
 
     def checked(self, now: float, ok: bool) -> Decision:
         """One health check of the local kube-apiserver ended."""
-        if ok:
-            self._good, self._bad = self._good + 1, 0
-            check = election.Check.OK if self._good >= self.rise else election.Check.OK_COUNTING
-        else:
-            self._good, self._bad = 0, self._bad + 1
-            check = election.Check.FAIL if self._bad >= self.fall else election.Check.FAIL_COUNTING
-        self.health = election.next_health(self.health, check)
-        return self._step(now, In.UP if self.health is election.Health.UP else In.NOT_UP)
+        up = self._checks.checked(ok) is election.Health.UP
+        return self._step(now, In.UP if up else In.NOT_UP)
 
     def stop(self, now: float) -> Decision:
         """SIGTERM: withdraw at once, keep the address for `drain` seconds, then stop."""

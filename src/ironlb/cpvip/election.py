@@ -149,6 +149,29 @@ def next_role(role: Role, verdict: Verdict) -> Step:
     return found
 
 
+class HealthChecks:
+    """The local kube-apiserver's health from its checks: `rise` good ones in a row make it UP,
+    `fall` failed ones DOWN (`HEALTH_TABLE`); UNKNOWN until then. Both modes' cores use it."""
+
+    def __init__(self, rise: int = 2, fall: int = 2) -> None:
+        if rise < 1 or fall < 1:
+            raise ValueError("rise and fall must be at least 1")
+        self.rise, self.fall = rise, fall
+        self.health = Health.UNKNOWN
+        self._good = self._bad = 0
+
+    def checked(self, ok: bool) -> Health:
+        """One check ended; the health after it."""
+        if ok:
+            self._good, self._bad = self._good + 1, 0
+            check = Check.OK if self._good >= self.rise else Check.OK_COUNTING
+        else:
+            self._good, self._bad = 0, self._bad + 1
+            check = Check.FAIL if self._bad >= self.fall else Check.FAIL_COUNTING
+        self.health = next_health(self.health, check)
+        return self.health
+
+
 @dataclass(frozen=True, slots=True)
 class Peer:
     """A member as the shell sees it in membership."""
@@ -182,25 +205,25 @@ class Election:
         fall: int = 2,
         handover: float = 1.0,
     ) -> None:
-        if rise < 1 or fall < 1:
-            raise ValueError("rise and fall must be at least 1")
+        self._checks = HealthChecks(rise, fall)
         self.name = name
         self.address = address
-        self.rise, self.fall = rise, fall
         self.handover = handover
         self.yield_until: float | None = None
         """When YIELDING ends at the latest (the shell calls `tick` then)."""
-        self.health = Health.UNKNOWN
         self.role = Role.STANDBY
         self.transitions = 0
         """Role changes so far (a metric)."""
-        self._good = self._bad = 0
         self._peers: dict[election.NodeName, Peer] = {}
         self._draining = False
         self._last_change = 0.0
         self._claimed_at: float | None = None
 
     # --- what the shell reads ---------------------------------------------------------------
+
+    @property
+    def health(self) -> Health:
+        return self._checks.health
 
     @property
     def holds(self) -> bool:
@@ -226,13 +249,7 @@ class Election:
 
     def checked(self, now: float, ok: bool) -> Decision:
         """One health check of the local kube-apiserver ended."""
-        if ok:
-            self._good, self._bad = self._good + 1, 0
-            check = Check.OK if self._good >= self.rise else Check.OK_COUNTING
-        else:
-            self._good, self._bad = 0, self._bad + 1
-            check = Check.FAIL if self._bad >= self.fall else Check.FAIL_COUNTING
-        self.health = next_health(self.health, check)
+        self._checks.checked(ok)
         return self._decide(now)
 
     def peers(self, now: float, peers: Mapping[election.NodeName, Peer]) -> Decision:
