@@ -9,92 +9,29 @@ machine); each scenario leaves the three healthy again.
 
 from __future__ import annotations
 
-import collections
 import signal
-import ssl
 import subprocess
-import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 
 import pytest
 import yaml
 
 from ironlb.cpvip import discovery, manifest
 from ironlb.lab import cpvip as lab_cpvip
-from ironlb.lab import netns, topology
+from ironlb.lab import topology
+from support import vipclient
 
 pytestmark = pytest.mark.e2e
 
-INTERVAL = 0.02
-REQUEST_TIMEOUT = 1.0
+
+def client(cp: lab_cpvip.ControlPlanes, limit: float = 60.0) -> vipclient.ReadyzClient:
+    """GET /readyz through the VIP from the client namespace, every 20 ms for `limit` s."""
+    assert cp.client is not None
+    return vipclient.ReadyzClient(cp.client.ns.name, cp.vip_url(), cp.pki / "ca.crt", limit)
 
 
-@dataclass
-class Client:
-    """GET `url` every INTERVAL from the client namespace until stopped or `limit` seconds."""
-
-    cp: lab_cpvip.ControlPlanes
-    limit: float = 60.0
-    results: list[tuple[float, str]] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
-
-    def _run(self) -> None:
-        assert self.cp.client is not None
-        tls = ssl.create_default_context(cafile=str(self.cp.pki / "ca.crt"))
-        url = self.cp.vip_url()
-        end = time.monotonic() + self.limit
-        with netns.entered(self.cp.client.ns.name):
-            while not self._stop.is_set() and time.monotonic() < end:
-                started = time.monotonic()
-                try:
-                    with urllib.request.urlopen(url, context=tls, timeout=REQUEST_TIMEOUT) as r:
-                        bucket = "ok" if r.status == 200 else f"http_{r.status}"
-                except urllib.error.HTTPError as e:
-                    bucket = f"http_{e.code}"
-                except urllib.error.URLError as e:
-                    bucket = type(e.reason).__name__
-                except (TimeoutError, OSError) as e:
-                    bucket = type(e).__name__
-                self.results.append((started, bucket))
-                time.sleep(max(0.0, INTERVAL - (time.monotonic() - started)))
-
-    def __enter__(self) -> Client:
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        assert self._thread is not None
-        self._thread.join(REQUEST_TIMEOUT + 5)
-
-    def buckets(self) -> collections.Counter[str]:
-        return collections.Counter(b for _, b in self.results)
-
-    def failures(self) -> int:
-        return sum(n for b, n in self.buckets().items() if b != "ok")
-
-    def outage(self) -> float:
-        """Seconds from the first failed request to the next good one after the last failure."""
-        bad = [t for t, b in self.results if b != "ok"]
-        if not bad:
-            return 0.0
-        after = [t for t, b in self.results if b == "ok" and t > bad[-1]]
-        return (after[0] if after else time.monotonic()) - bad[0]
-
-
-def wait_until(condition: object, within: float, interval: float = 0.05) -> float:
-    start = time.monotonic()
-    while time.monotonic() - start < within:
-        if condition():  # type: ignore[operator]
-            return time.monotonic() - start
-        time.sleep(interval)
-    raise AssertionError(f"not within {within}s")
+wait_until = vipclient.wait_until
 
 
 def one_holder(cp: lab_cpvip.ControlPlanes) -> lab_cpvip.Member:
@@ -116,7 +53,7 @@ def settled(cp: lab_cpvip.ControlPlanes, client_ok: bool = True) -> lab_cpvip.Me
             break
         time.sleep(0.1)
     if client_ok:
-        with Client(cp, limit=3.0) as c:
+        with client(cp, limit=3.0) as c:
             time.sleep(0.5)
         assert c.buckets()["ok"] > 0, c.buckets()
     return one_holder(cp)
@@ -156,7 +93,7 @@ def test_sigterm_hands_over_losing_at_most_the_request_in_flight(
     by the new owner (layer 2 cannot move a connection). The client sends one request at a
     time, so at most one fails."""
     owner = settled(cp)
-    with Client(cp, limit=20.0) as c:
+    with client(cp, limit=20.0) as c:
         time.sleep(0.5)
         owner.signal("cpvip", signal.SIGTERM)
         rc = owner.procs["cpvip"].wait(10)
@@ -175,7 +112,7 @@ def test_sigterm_hands_over_losing_at_most_the_request_in_flight(
 
 def test_killed_apiserver_moves_the_vip(cp: lab_cpvip.ControlPlanes) -> None:
     owner = settled(cp)
-    with Client(cp, limit=30.0) as c:
+    with client(cp, limit=30.0) as c:
         time.sleep(0.5)
         owner.kill("kube-apiserver")
         wait_until(lambda: len(cp.holders()) == 1 and not owner.holds(cp.vip), 5)
@@ -196,7 +133,7 @@ def test_sigstopped_apiserver_never_takes_the_vip(cp: lab_cpvip.ControlPlanes) -
     stopped, other = standbys
     with cp.paused(stopped):
         time.sleep(1.5)  # > health_fall * (health_interval + health_timeout)
-        with Client(cp, limit=20.0) as c:
+        with client(cp, limit=20.0) as c:
             owner.signal("cpvip", signal.SIGTERM)
             seen_on_stopped = 0
             end = time.monotonic() + 4.0
@@ -236,7 +173,7 @@ def test_a_killed_holders_leftover_vip_is_removed_when_it_restarts(
 
 def test_link_down_moves_the_vip(cp: lab_cpvip.ControlPlanes) -> None:
     owner = settled(cp)
-    with Client(cp, limit=30.0) as c:
+    with client(cp, limit=30.0) as c:
         time.sleep(0.5)
         owner.host.ns.ip("link", "set", owner.host.dev, "down")
         try:
@@ -385,7 +322,7 @@ def test_ipv6_vip_moves_when_the_owners_apiserver_is_killed(
     out = owner.host.ns.ip("-6", "-o", "addr", "show", "dev", owner.host.dev)
     vip_line = next(line for line in out.splitlines() if f" {cp6.vip}/" in line)
     assert "tentative" not in vip_line  # added without DAD: usable at once
-    with Client(cp6, limit=30.0) as c:
+    with client(cp6, limit=30.0) as c:
         time.sleep(0.5)
         owner.kill("kube-apiserver")
         wait_until(lambda: len(cp6.holders()) == 1 and not owner.holds(cp6.vip), 5)

@@ -11,25 +11,22 @@ kill comes last. Runtime: 50-80 s on this 2-core machine (shared), most of it th
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import signal
-import ssl
 import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pytest
 import yaml
 
 from ironlb.cpvip import manifest
 from ironlb.lab import cpvip as lab_cpvip
-from ironlb.lab import netns, routers, topology
+from ironlb.lab import routers, topology
+from support import vipclient
 
 pytestmark = pytest.mark.e2e
 
@@ -50,65 +47,18 @@ class Lab:
         return {m.host.ipv6 if ":" in vip else m.host.ipv4 for m in members or self.cp.members}
 
 
-@dataclass
-class Client:
-    """GET https://VIP:6443/readyz every INTERVAL from behind the router until stopped or
-    `limit` seconds; each request is one connection and lands in one bucket."""
-
-    lab: Lab
-    vip: str
-    limit: float = 30.0
-    results: list[tuple[float, str]] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
-
-    def _run(self) -> None:
-        cp = self.lab.cp
-        assert cp.client is not None
-        tls = ssl.create_default_context(cafile=str(cp.pki / "ca.crt"))
-        host = f"[{self.vip}]" if ":" in self.vip else self.vip
-        url = f"https://{host}:6443/readyz"
-        end = time.monotonic() + self.limit
-        with netns.entered(cp.client.ns.name):
-            while not self._stop.is_set() and time.monotonic() < end:
-                started = time.monotonic()
-                try:
-                    with urllib.request.urlopen(url, context=tls, timeout=REQUEST_TIMEOUT) as r:
-                        body = r.read()
-                        bucket = "ok" if r.status == 200 and body == b"ok" else "wrong_answer"
-                except urllib.error.HTTPError as e:
-                    bucket = f"http_{e.code}"
-                except urllib.error.URLError as e:
-                    bucket = type(e.reason).__name__
-                except (TimeoutError, OSError) as e:
-                    bucket = type(e).__name__
-                self.results.append((started, bucket))
-                time.sleep(max(0.0, INTERVAL - (time.monotonic() - started)))
-
-    def __enter__(self) -> Client:
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        assert self._thread is not None
-        self._thread.join(REQUEST_TIMEOUT + 5)
-
-    def buckets(self) -> collections.Counter[str]:
-        return collections.Counter(b for _, b in self.results)
-
-    def failed(self) -> list[tuple[float, str]]:
-        return [(t, b) for t, b in self.results if b != "ok"]
+def client(lab: Lab, vip: str, limit: float) -> vipclient.ReadyzClient:
+    """GET https://VIP:6443/readyz every INTERVAL from behind the router for `limit` s."""
+    cp = lab.cp
+    assert cp.client is not None
+    host = f"[{vip}]" if ":" in vip else vip
+    url = f"https://{host}:6443/readyz"
+    return vipclient.ReadyzClient(
+        cp.client.ns.name, url, cp.pki / "ca.crt", limit, INTERVAL, REQUEST_TIMEOUT
+    )
 
 
-def wait_until(condition: Callable[[], object], within: float, interval: float = 0.05) -> float:
-    start = time.monotonic()
-    while time.monotonic() - start < within:
-        if condition():
-            return time.monotonic() - start
-        time.sleep(interval)
-    raise AssertionError(f"not within {within}s")
+wait_until = vipclient.wait_until
 
 
 def all_advertised(lab: Lab, stable: float = 1.5) -> None:
@@ -189,7 +139,7 @@ def test_every_healthy_node_advertises_and_the_client_reaches_readyz(lab: Lab) -
         assert m.holds(V6, "lo")
         assert not m.holds(V4)
     for vip in (V4, V6):
-        with Client(lab, vip, limit=5.0) as c:
+        with client(lab, vip, limit=5.0) as c:
             time.sleep(1.0)
         assert c.buckets()["ok"] >= 5, c.buckets()
         assert not c.failed(), c.buckets()
@@ -201,7 +151,7 @@ def test_sigterm_withdraws_first_and_loses_at_most_the_request_in_flight(lab: La
     connection in flight at that instant may be sent to another node and reset, so <= 1."""
     all_advertised(lab)
     m = lab.cp.members[0]
-    with watching_next_hops(lab, V4, m) as gone, Client(lab, V4, limit=20.0) as c:
+    with watching_next_hops(lab, V4, m) as gone, client(lab, V4, limit=20.0) as c:
         time.sleep(0.5)
         sent = time.monotonic()
         m.signal("cpvip", signal.SIGTERM)
@@ -222,7 +172,7 @@ def test_sigstopped_apiserver_is_withdrawn_and_comes_back(lab: Lab) -> None:
     a request hashed to it before the withdrawal times out; after it, none."""
     all_advertised(lab)
     m = lab.cp.members[1]
-    with watching_next_hops(lab, V6, m) as gone, Client(lab, V6, limit=20.0) as c:
+    with watching_next_hops(lab, V6, m) as gone, client(lab, V6, limit=20.0) as c:
         time.sleep(0.5)
         stopped = time.monotonic()
         with lab.cp.paused(m):
@@ -303,7 +253,7 @@ def test_killed_apiserver_is_withdrawn_while_the_others_stay(lab: Lab) -> None:
     time), so requests hashed to it fail fast until its next hop leaves the FIB; none after."""
     all_advertised(lab)
     m = lab.cp.members[2]
-    with watching_next_hops(lab, V4, m) as gone, Client(lab, V4, limit=20.0) as c:
+    with watching_next_hops(lab, V4, m) as gone, client(lab, V4, limit=20.0) as c:
         time.sleep(0.5)
         killed = time.monotonic()
         m.kill("kube-apiserver")
