@@ -22,7 +22,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,7 +34,7 @@ from ironlb.core import migrate
 from ironlb.k8s import client as k8s
 from ironlb.lab import cluster as lab_cluster
 from ironlb.lab import components, metallb, netns, routers, topology
-from support import kube, traffic
+from support import kube, takeover, traffic
 
 pytestmark = pytest.mark.e2e
 
@@ -173,14 +173,7 @@ class Lab:
         )
 
     def ingress(self) -> dict[str, list[str]]:
-        items = json.loads(self.cluster.kubectl("get", "services", "-n", NAMESPACE, "-o", "json"))
-        return {
-            s["metadata"]["name"]: [
-                i["ip"]
-                for i in ((s.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
-            ]
-            for s in items["items"]
-        }
+        return takeover.ingress(self.cluster, NAMESPACE)
 
     def rib(self) -> dict[str, list[str]]:
         """Next hops per /32 of the Services' addresses in FRR's RIB."""
@@ -195,21 +188,6 @@ class Lab:
             ).start()
             for ip in self.addresses
         }
-
-
-def wait_for(what: str, probe: Callable[[], object], within: float) -> None:
-    deadline = time.monotonic() + within
-    while not probe():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not within {within} s")
-        time.sleep(0.2)
-
-
-def longest_gap(stream: traffic.Stream, start: float, end: float) -> float:
-    """The longest interval (by send time) in which no request to the address was answered,
-    between `start` and `end`; every sample counted."""
-    answered = [t for t, body in stream.results if body is not None and start <= t <= end]
-    return max(b - a for a, b in itertools.pairwise([start, *answered, end]))
 
 
 def tally(streams: dict[str, traffic.Stream]) -> tuple[int, dict[str, int], int]:
@@ -230,13 +208,7 @@ def all_answered_since(streams: dict[str, traffic.Stream], t: float) -> bool:
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     """The cluster with MetalLB advertising every Service to FRR (ECMP over the three nodes),
     then switched to ironlb by the README's procedure (measured into `record`)."""
-    if os.geteuid() != 0:
-        pytest.fail("e2e tests need root (network namespaces): run `make test`")
-    try:
-        metallb.binaries()
-        metallb.source_dir()
-    except netns.LabError as e:
-        pytest.fail(f"{e} (`make peers` builds MetalLB)")
+    takeover.require_metallb()
     c = lab_cluster.Cluster.start(tmp_path_factory.mktemp("metallb-bgp"), install=False)
     try:
         with netns.entered(c.ctl.ns.name):
@@ -274,7 +246,7 @@ def switch(lab: Lab) -> None:
         body["metadata"] = {**svc["metadata"], "namespace": NAMESPACE}
         c.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(body))
         components.endpoints(c, NAMESPACE, svc["metadata"]["name"], sorted(ANSWERS))
-    wait_for("MetalLB assigns every Service", lambda: all(lab.ingress().values()), 30)
+    takeover.wait_for("MetalLB assigns every Service", lambda: all(lab.ingress().values()), 30)
     lab.before = lab.ingress()
     assert lab.before["requested"] == [REQUESTED]
     assert lab.before["shared-a"] == lab.before["shared-b"]
@@ -286,7 +258,7 @@ def switch(lab: Lab) -> None:
         rib = lab.rib()
         return len(rib) == len(lab.addresses) and all(v == hops for v in rib.values())
 
-    wait_for("MetalLB's routes from every node in FRR", ecmp_everywhere, 30)
+    takeover.wait_for("MetalLB's routes from every node in FRR", ecmp_everywhere, 30)
 
     streams = lab.streams()
     rib = RibSampler(lab.router).start()
@@ -313,9 +285,9 @@ def switch(lab: Lab) -> None:
         ready = time.monotonic()
         running.stop(remove_objects=True)
         stopped = time.monotonic()
-        wait_for("ironlb's routes from every node in FRR", ecmp_everywhere, 30)
+        takeover.wait_for("ironlb's routes from every node in FRR", ecmp_everywhere, 30)
         routed = time.monotonic()
-        wait_for(
+        takeover.wait_for(
             "every address answered after the switch",
             lambda: all_answered_since(streams, routed),
             15,
@@ -349,8 +321,10 @@ def test_metallb_bgp_to_ironlb_keeps_addresses_and_routes(lab: Lab) -> None:
     failed = sum(errors.values())
     no_route = {ip: rib.longest_without(f"{ip}/32", 1, start, end) for ip in lab.addresses}
     no_ecmp = {ip: rib.longest_without(f"{ip}/32", 3, start, end) for ip in lab.addresses}
-    gaps = {ip: longest_gap(s, s.results[0][0], end) for ip, s in streams.items()}
-    baseline = {ip: longest_gap(s, s.results[0][0], sw.quiet_until) for ip, s in streams.items()}
+    gaps = {ip: takeover.longest_gap(s, s.results[0][0], end) for ip, s in streams.items()}
+    baseline = {
+        ip: takeover.longest_gap(s, s.results[0][0], sw.quiet_until) for ip, s in streams.items()
+    }
     failed_samples = sum(1 for _, x in rib.samples if x is None)
     print(
         f"\nMetalLB BGP -> ironlb BGP: {len(lab.addresses)} addresses, {sent} requests from"
@@ -385,9 +359,9 @@ def test_seed_004_bgp_to_layer2_keeps_every_address(lab: Lab) -> None:
         changed = time.monotonic()
         kube.apply(c, L2_ADVERTISEMENT)
         c.kubectl("delete", "bgpadvertisement", "primary", "-n", kube.CONFIG_NS)
-        wait_for("every route withdrawn from FRR", lambda: not lab.rib(), 15)
+        takeover.wait_for("every route withdrawn from FRR", lambda: not lab.rib(), 15)
         withdrawn = time.monotonic()
-        wait_for(
+        takeover.wait_for(
             "every address answered after the withdrawal",
             lambda: all_answered_since(streams, withdrawn),
             15,
@@ -402,7 +376,7 @@ def test_seed_004_bgp_to_layer2_keeps_every_address(lab: Lab) -> None:
     states = lab.router.neighbors()
     assert all(states.get(h.ipv4) is fsm.State.ESTABLISHED for h in lab.hosts.values()), states
     sent, errors, wrong = tally(streams)
-    gaps = {ip: longest_gap(s, changed, end) for ip, s in streams.items()}
+    gaps = {ip: takeover.longest_gap(s, changed, end) for ip, s in streams.items()}
     print(
         f"\nseed 004 (ironlb BGP -> layer 2): {sent} requests, failures by kind {errors}, wrong"
         f" answers {wrong}; routes withdrawn {withdrawn - changed:.2f} s after the change;"

@@ -17,7 +17,6 @@ asserted only that every address is answered again before the stream ends.
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import subprocess
@@ -34,7 +33,7 @@ from ironlb.core import migrate
 from ironlb.k8s import client as k8s
 from ironlb.lab import cluster as lab_cluster
 from ironlb.lab import components, metallb, netns, topology
-from support import kube, traffic
+from support import kube, takeover, traffic
 
 pytestmark = pytest.mark.e2e
 
@@ -102,13 +101,7 @@ class Lab:
 
 @pytest.fixture
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    if os.geteuid() != 0:
-        pytest.fail("e2e tests need root (network namespaces): run `make test`")
-    try:
-        metallb.binaries()
-        metallb.source_dir()
-    except netns.LabError as e:
-        pytest.fail(f"{e} (`make peers` builds MetalLB)")
+    takeover.require_metallb()
     c = lab_cluster.Cluster.start(tmp_path_factory.mktemp("metallb"), install=False)
     try:
         with netns.entered(c.ctl.ns.name):
@@ -131,58 +124,6 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         c.stop()
 
 
-def ingress_of(lab: Lab) -> dict[str, list[str]]:
-    items = json.loads(lab.cluster.kubectl("get", "services", "-n", NAMESPACE, "-o", "json"))
-    return {
-        s["metadata"]["name"]: [
-            i["ip"]
-            for i in ((s.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
-        ]
-        for s in items["items"]
-    }
-
-
-def wait_for(what: str, probe: object, within: float) -> None:
-    deadline = time.monotonic() + within
-    while not probe():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not within {within} s")
-        time.sleep(0.2)
-
-
-def longest_gap(stream: traffic.Stream, start: float, end: float) -> float:
-    """The longest interval (by send time) in which no request to the address was answered,
-    between `start` and `end`; every sample counted."""
-    answered = [t for t, body in stream.results if body is not None and start <= t <= end]
-    points = [start, *answered, end]
-    return max(b - a for a, b in itertools.pairwise(points))
-
-
-def start_ironlb_speaker(
-    lab: Lab, index: int, metrics_port: int, membership_port: int
-) -> components.Process:
-    """An ironlb speaker on ports of its own, so that it can run beside MetalLB's (which holds
-    7472 and 7946 on the node's address until it is stopped)."""
-    host = lab.hosts[index]
-    kubeconfig = lab.cluster.service_account_kubeconfig("ironlb-speaker")
-    log = lab.cluster.lab.workdir / f"speaker-{index}.log"
-    argv = [
-        sys.executable,
-        "-m",
-        "ironlb.cli",
-        "speaker",
-        f"--kubeconfig={kubeconfig}",
-        f"--node-name=node-{index}",
-        f"--bind-address={host.ipv4}",
-        f"--metrics-port={metrics_port}",
-        f"--membership-port={membership_port}",
-    ]
-    proc = host.ns.spawn(argv, log=log)
-    return components.Process(
-        f"speaker-{index}", host.ns, proc, log, f"http://{host.ipv4}:{metrics_port}"
-    )
-
-
 def test_services_keep_their_addresses_from_metallb_to_ironlb(lab: Lab) -> None:
     """The README's procedure: MetalLB's controller stopped, its CRDs replaced, ironlb's
     controller and speakers started beside MetalLB's speakers (on ports of their own), then
@@ -199,8 +140,12 @@ def test_services_keep_their_addresses_from_metallb_to_ironlb(lab: Lab) -> None:
         c.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(body))
         components.endpoints(c, NAMESPACE, svc["metadata"]["name"], [f"node-{i}" for i in NODES])
 
-    wait_for("MetalLB assigns every Service", lambda: all(ingress_of(lab).values()), 30)
-    before = ingress_of(lab)
+    takeover.wait_for(
+        "MetalLB assigns every Service",
+        lambda: all(takeover.ingress(lab.cluster, NAMESPACE).values()),
+        30,
+    )
+    before = takeover.ingress(lab.cluster, NAMESPACE)
     assert before["requested"] == [REQUESTED]
     assert before["shared-a"] == before["shared-b"]
     addresses = sorted({ip for ips in before.values() for ip in ips})
@@ -215,7 +160,7 @@ def test_services_keep_their_addresses_from_metallb_to_ironlb(lab: Lab) -> None:
         return found is not None
 
     for ip in addresses:
-        wait_for(f"MetalLB announces {ip}", lambda ip=ip: metallb_answers(ip), 30)
+        takeover.wait_for(f"MetalLB announces {ip}", lambda ip=ip: metallb_answers(ip), 30)
 
     streams = {
         ip: traffic.Stream(
@@ -244,7 +189,10 @@ def test_services_keep_their_addresses_from_metallb_to_ironlb(lab: Lab) -> None:
         assert crds.returncode == 0, crds.stderr
         assert "created configurationstates.metallb.io" in crds.stderr  # MetalLB has no such kind
         lab.processes.append(components.start_controller(c))
-        speakers = [start_ironlb_speaker(lab, i, 7473, 7947) for i in NODES]
+        speakers = [
+            components.start_speaker(c, i, wait=False, metrics_port=7473, membership_port=7947)
+            for i in NODES
+        ]
         lab.processes.extend(speakers)
         for sp in speakers:
             sp.wait_ready()
@@ -261,7 +209,7 @@ def test_services_keep_their_addresses_from_metallb_to_ironlb(lab: Lab) -> None:
 
         since = max(ready, stopped)
         try:
-            wait_for(
+            takeover.wait_for(
                 "every address answered after the switch", lambda: all_answered_since(since), 15
             )
         except AssertionError as e:
@@ -279,17 +227,19 @@ def test_services_keep_their_addresses_from_metallb_to_ironlb(lab: Lab) -> None:
 
     # Longer than the controller takes to reconcile: nothing was moved.
     time.sleep(2)
-    after = ingress_of(lab)
+    after = takeover.ingress(lab.cluster, NAMESPACE)
     assert after == before
     secret = json.loads(
         c.kubectl("get", "secret", "-n", kube.CONFIG_NS, "memberlist", "-o", "json")
     )
     assert not secret["metadata"].get("ownerReferences"), "MetalLB's memberlist Secret adopted"
 
-    gaps = {ip: longest_gap(s, s.results[0][0], end) for ip, s in streams.items()}
+    gaps = {ip: takeover.longest_gap(s, s.results[0][0], end) for ip, s in streams.items()}
     # The same measure before anything changed: how long this (busy, shared) machine alone
     # leaves an address unanswered.
-    baseline = {ip: longest_gap(s, s.results[0][0], quiet_until) for ip, s in streams.items()}
+    baseline = {
+        ip: takeover.longest_gap(s, s.results[0][0], quiet_until) for ip, s in streams.items()
+    }
     samples = sum(len(s.results) for s in streams.values())
     errors: dict[str, int] = {}
     for s in streams.values():
