@@ -7,7 +7,9 @@ what the cached Service shows, writing only the difference. Decisions live in `c
 Invariants:
 - Nothing is allocated before every cache has listed and this replica leads. Then, on the first
   valid configuration, every existing `status.loadBalancer.ingress` is re-reserved *before* any
-  Service is reconciled: a restart never moves or duplicates an address.
+  Service is reconciled: a restart never moves or duplicates an address. Where shown addresses
+  conflict (a sharing key edited while no controller ran), the largest group that may share
+  each one keeps it (`alloc.reservation_order`): the edited Service moves, not its old sharers.
 - An invalid configuration is never applied: the last valid one stays in force, and the
   problem is reported in the log, in `metallb_k8s_client_config_stale_bool`, and in the
   `ConfigurationState` object `controller` (`kubectl get configurationstates`).
@@ -196,10 +198,13 @@ class Allocations:
 
     def _reserve_existing(self) -> None:
         assert self.allocator is not None
-        for svc in sorted(self.services.items.values(), key=lambda s: s.key):
+        shown = [
+            svc
+            for svc in self.services.items.values()
+            if svc.ingress_ips and alloc.is_handled(svc, self._settings.lb_class)
+        ]
+        for svc in alloc.reservation_order(shown):
             ips = svc.ingress_ips
-            if not ips or not alloc.is_handled(svc, self._settings.lb_class):
-                continue
             result = self.allocator.reserve(svc, ips)
             if isinstance(result, alloc.Failed):
                 # assign() will give it new addresses; say why the old ones went.

@@ -36,6 +36,7 @@ configuration; the state is a function of (configuration, holdings), so an Alloc
 from __future__ import annotations
 
 from bisect import bisect_left, insort
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -159,6 +160,35 @@ def _claim_of(service: model.Service) -> _Claim:
         annotation(service, ALLOW_SHARED_IP) or "",
         backend,
     )
+
+
+def reservation_order(services: Iterable[model.Service]) -> list[model.Service]:
+    """The order in which a restart re-reserves the addresses Services show.
+
+    Shown addresses conflict when a Service's sharing changed (its `allow-shared-ip` key, its
+    ports) while no controller ran: whichever reserves first keeps the address and the others
+    move. Reserving first the Services of the largest group that may share each address keeps
+    the most of them in place, so the Service that was edited moves, not the Services it used to
+    share with (by name alone, one edited Service sorting first would move all its former
+    sharers). A Service's group is the smallest among its addresses'; ties go by key.
+    """
+    listed = list(services)
+    groups: Counter[tuple[addresses.IP, str, Backend]] = Counter()
+    for svc in listed:
+        claim = _claim_of(svc)
+        if claim.sharing:
+            for ip in svc.ingress_ips:
+                groups[(ip, claim.sharing, claim.backend)] += 1
+
+    def group(svc: model.Service) -> int:
+        claim = _claim_of(svc)
+        if not claim.sharing:
+            return 1
+        return min(
+            (groups[(ip, claim.sharing, claim.backend)] for ip in svc.ingress_ips), default=1
+        )
+
+    return sorted(listed, key=lambda svc: (-group(svc), svc.key))
 
 
 class _Refused(Exception):

@@ -4,6 +4,7 @@ import ipaddress
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import msgspec
 import pytest
 
 from ironlb.core import alloc, config, model
@@ -728,3 +729,57 @@ def test_what_a_service_contends_for() -> None:
         }
     )
     assert alloc.contended(shown) == {"ip:198.51.100.3"}
+
+
+def _shown(svc: model.Service, *ips: str) -> model.Service:
+    """`svc` with `ips` in status.loadBalancer.ingress (what a restart finds)."""
+    ingress = tuple(model.LoadBalancerIngress(ip=i) for i in ips)
+    return msgspec.structs.replace(
+        svc, status=model.ServiceStatus(model.LoadBalancerStatus(ingress))
+    )
+
+
+def test_a_restart_after_a_key_edit_moves_the_edited_service_not_its_old_sharers() -> None:
+    # Five Services shared 192.0.2.1 under k1; "a-edited" (first by name) was re-keyed to k2
+    # while no controller ran. Reserving by name alone would keep it and move the other four.
+    sharers = [
+        _shown(service(f"s{i}", annotations={SHARED: "k1"}, ports=(("TCP", 80 + i),)), "192.0.2.1")
+        for i in range(4)
+    ]
+    edited = _shown(
+        service("a-edited", annotations={SHARED: "k2"}, ports=(("TCP", 90),)), "192.0.2.1"
+    )
+    loner = _shown(service("b-unshared"), "192.0.2.2")
+    order = alloc.reservation_order([loner, edited, *reversed(sharers)])
+    assert [s.name for s in order] == ["s0", "s1", "s2", "s3", "a-edited", "b-unshared"]
+    restarted = allocator(pool("p", "192.0.2.0/29"))
+    refused = [
+        s.name for s in order if isinstance(restarted.reserve(s, s.ingress_ips), alloc.Failed)
+    ]
+    assert refused == ["a-edited"]
+    # The edited one moves; the four keep their address.
+    assert ips_of(restarted.assign(edited, {})) == ["192.0.2.0"]
+    for s in sharers:
+        result = restarted.assign(s, {})
+        assert isinstance(result, alloc.Assigned)
+        assert not result.changed
+
+
+def test_reservation_order_by_the_smallest_group_of_a_services_addresses() -> None:
+    # A dual-stack Service keeps its addresses only if both are kept: its group is the smaller.
+    dual = _shown(
+        service("dual", annotations={SHARED: "k"}, cluster_ips=DUAL, policy="RequireDualStack"),
+        "192.0.2.1",
+        "2001:db8::1",
+    )
+    v4 = [
+        _shown(service(f"v4-{i}", annotations={SHARED: "k"}, ports=(("TCP", 81 + i),)), "192.0.2.1")
+        for i in range(2)
+    ]
+    other = [
+        _shown(service(f"x{i}", annotations={SHARED: "j"}, ports=(("TCP", 81 + i),)), "2001:db8::1")
+        for i in range(2)
+    ]
+    order = alloc.reservation_order([dual, *v4, *other])
+    # v4-*: group of 3 on 192.0.2.1; x*: 2 on 2001:db8::1; dual: min(3, 1) = 1.
+    assert [s.name for s in order] == ["v4-0", "v4-1", "x0", "x1", "dual"]
