@@ -39,7 +39,7 @@ from ironlb.k8s import serving
 from ironlb.l2 import announcer, ethernet, responder
 from ironlb.membership import model as member_model
 from ironlb.membership import settings as member_settings
-from ironlb.membership import states, transport, wire
+from ironlb.membership import transport, wire
 from ironlb.net import addrs
 from ironlb.net import links as net_links
 
@@ -249,11 +249,7 @@ class Cpvip:
             if name != self.name
         }
         self._apply(self.core.peers(now, peers))
-        heard = all(
-            m.state is not states.MemberState.UNCONFIRMED
-            for n, m in members.items()
-            if n != self.name
-        )
+        heard = member_model.peers_answered(members, self.name)
         verified = any(m.state.is_live for n, m in members.items() if n != self.name)
         bad_mac = self.transport.dropped.get(wire.DropReason.BAD_MAC, 0)
         self._queue(

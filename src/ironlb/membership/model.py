@@ -5,6 +5,7 @@ Members and events are immutable snapshots; the core replaces a member's record 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 from typing import NamedTuple, TypeAlias
@@ -37,6 +38,14 @@ class Member:
     state: states.MemberState
     meta: bytes = b""
     """Opaque to membership (at most `MAX_META_SIZE` bytes): the speaker's own flags."""
+
+
+def peers_answered(members: Mapping[election.NodeName, Member], me: str) -> bool:
+    """Every other member has answered and is not dead: a node settling (just started, or its
+    carrier came back) may stop waiting. A peer seen DEAD may only have been unreachable from
+    here (this node's link was down): it is not heard until it answers again."""
+    pending = (states.MemberState.UNCONFIRMED, states.MemberState.DEAD)
+    return not any(m.state in pending for name, m in members.items() if name != me)
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,7 +38,7 @@ from ironlb.k8s import client as k8s
 from ironlb.k8s import configsource, configstate, events, reflector
 from ironlb.membership import model as member_model
 from ironlb.membership import settings as member_settings
-from ironlb.membership import states, transport, wire
+from ironlb.membership import transport, wire
 from ironlb.net import links as net_links
 from ironlb.net import neighbours
 from ironlb.speaker import bgp, layer2, metrics, secrets, status
@@ -358,10 +358,7 @@ class Speaker:
     def _peers_heard(self) -> bool:
         if self.members is None:
             return True
-        pending = (states.MemberState.UNCONFIRMED, states.MemberState.DEAD)
-        return not any(
-            m.state in pending for n, m in self.members.members.items() if n != self.node
-        )
+        return member_model.peers_answered(self.members.members, self.node)
 
     def _membership_facts(self, live: Mapping[election.NodeName, announce.Health]) -> None:
         """Tell the announcer core what membership knows: whether every peer answered, whether
