@@ -297,11 +297,18 @@ def _lab_errors(fn: Callable[[], None]) -> None:
     " the lab writes Nodes and EndpointSlices. Default: real nodes (kubelet, containerd,"
     " kube-proxy) with ironlb installed by its Helm chart.",
 )
-def lab_up(name: str, process: bool) -> None:
+@click.option(
+    "--control-plane",
+    is_flag=True,
+    help="The control-plane lab instead: three control-plane hosts (an etcd member and a"
+    " kube-apiserver each) behind one VIP held by `ironlb cpvip`, and a client whose kubeconfig"
+    " points at the VIP.",
+)
+def lab_up(name: str, process: bool, control_plane: bool) -> None:
     """Bring the lab up and leave it running."""
 
     def go() -> None:
-        handle = playground.up(name, process=process)
+        handle = playground.up(name, process=process, control_plane=control_plane)
         click.echo(playground.next_steps(handle))
 
     _lab_errors(go)
@@ -331,9 +338,10 @@ def lab_kubectl(name: str, args: tuple[str, ...]) -> None:
 
 @lab.command("shell")
 @_name
-@click.argument("host", default="ctl")
-def lab_shell(name: str, host: str) -> None:
-    """A shell on one lab host (default: the control-plane host, with kubectl set up)."""
+@click.argument("host", required=False)
+def lab_shell(name: str, host: str | None) -> None:
+    """A shell on one lab host (default: the one kubectl runs on, with KUBECONFIG set: the
+    control-plane host; in the control-plane lab, the client)."""
     _lab_errors(lambda: _exec(playground.shell_argv(name, host)))
 
 

@@ -59,3 +59,65 @@ def test_lab_up_shows_the_crds_through_the_printed_kubeconfig() -> None:
     assert down.returncode == 0
     assert netns.list_namespaces(f"ilb-{name}") == []
     assert not playground.handle(name).workdir.exists()
+
+
+def test_lab_up_control_plane_serves_the_api_through_the_vip_and_moves_it() -> None:
+    """`ironlb lab up --control-plane` (issue 11): three control-plane hosts behind the VIP;
+    what the printed next steps tell the user to do (the holder's link down) moves it."""
+    if os.geteuid() != 0:
+        pytest.fail("the lab needs root: run `make test`")
+    both = ironlb("lab", "up", "--name", "tbad", "--process", "--control-plane")
+    assert both.returncode == 1
+    assert both.stderr.strip() == "ironlb lab: choose one: --process or --control-plane"
+    name = "t" + secrets.token_hex(4)
+    try:
+        up = ironlb("lab", "up", "--name", name, "--control-plane")
+        assert up.returncode == 0, up.stderr
+        state = json.loads(playground.handle(name).state_file.read_text())
+        assert state["kind"] == "control-plane"
+        assert state["vip"] == "198.18.0.30"
+        holder = state["holder"]
+        assert holder in {"cp-1", "cp-2", "cp-3"}
+        assert f"held by {holder}" in up.stdout
+        assert "ironlb lab kubectl get --raw /readyz" in up.stdout
+        readyz = ironlb("lab", "kubectl", "--name", name, "get", "--raw", "/readyz")
+        assert (readyz.returncode, readyz.stdout.strip()) == (0, "ok"), readyz.stderr
+        status = ironlb("lab", "status", "--name", name)
+        assert "kube-apiserver https://198.18.0.30:6443: ready" in status.stdout
+        for role in ("cp-1", "cp-2", "cp-3", "client"):
+            assert f"  {role} " in status.stdout, status.stdout
+        # The holder's link down, as the next steps say: another host takes the VIP and the
+        # API answers through it again.
+        ns = state["hosts"][holder]["netns"]
+        netns.run(["ip", "-n", ns, "link", "set", "eth0", "down"])
+        try:
+            answers = []
+            for _ in range(20):
+                got = ironlb(
+                    "lab",
+                    "kubectl",
+                    "--name",
+                    name,
+                    "--request-timeout=1s",
+                    "get",
+                    "--raw",
+                    "/readyz",
+                )
+                answers.append(got.stdout.strip() or got.stderr.strip()[-80:])
+                if answers[-1] == "ok" and len(answers) > 1:
+                    break
+            assert answers[-1] == "ok", answers
+        finally:
+            netns.run(["ip", "-n", ns, "link", "set", "eth0", "up"])
+        holders = [
+            role
+            for role, host in state["hosts"].items()
+            if role != "client"
+            and f" {state['vip']}/" in netns.run(["ip", "-n", host["netns"], "-o", "addr"])
+        ]
+        assert holders, "nobody holds the VIP"
+    finally:
+        down = ironlb("lab", "down", "--name", name)
+    assert down.returncode == 0
+    assert netns.list_namespaces(f"ilb-{name}") == []
+    assert not playground.handle(name).workdir.exists()

@@ -1,9 +1,12 @@
 """The interactive lab behind `ironlb lab up | down | status`.
 
 `up` builds a whole cluster on this machine and leaves it running after the command returns:
-the LAN, etcd + kube-apiserver, three nodes (registered as Node objects: there is no kubelet), a
-LAN client, a router with a remote client behind it, and the example configuration applied.
-Its state (namespaces, kubeconfig, hosts) is written to `<workdir>/lab.json`; `down` removes
+the LAN, etcd + kube-apiserver, three nodes (real ones by default; with `process`, registered as
+Node objects and no kubelet), a LAN client, a router with a remote client behind it, and the
+example configuration applied. With `control_plane`, it is the control-plane lab instead
+(`ironlb.lab.cpvip`): three control-plane hosts, each with an etcd member of one three-member
+cluster, its own kube-apiserver and `ironlb cpvip`, and a client whose kubeconfig points at the
+VIP. Its state (namespaces, kubeconfig, hosts) is written to `<workdir>/lab.json`; `down` removes
 everything, processes included.
 """
 
@@ -21,6 +24,7 @@ import yaml
 
 from ironlb.lab import cluster as lab_cluster
 from ironlb.lab import components, netns, nodes, routers, topology
+from ironlb.lab import cpvip as lab_cpvip
 
 EXAMPLE_CONFIG = lab_cluster.DEPLOY / "examples" / "lab-l2.yaml"
 DEMO_SERVICE = lab_cluster.DEPLOY / "examples" / "demo-service.yaml"
@@ -76,14 +80,19 @@ def register_nodes(c: lab_cluster.Cluster, nodes: dict[int, topology.Host]) -> N
         components.register_node(c, i, h)
 
 
-def up(name: str = "lab", *, process: bool = False) -> Handle:
+def up(name: str = "lab", *, process: bool = False, control_plane: bool = False) -> Handle:
     """Bring lab `name` up and leave it running: real nodes with ironlb installed by its Helm
-    chart, or (`process`) the process lab."""
+    chart, (`process`) the process lab, or (`control_plane`) the control-plane lab."""
+    if process and control_plane:
+        raise netns.LabError("choose one: --process or --control-plane")
     h = handle(name)
     if h.running():
         raise netns.LabError(f"lab {name!r} is already running (ironlb lab status / down)")
     shutil.rmtree(h.workdir, ignore_errors=True)
-    state = _up_process(h) if process else _up_real(h)
+    if control_plane:
+        state = _up_control_plane(h)
+    else:
+        state = _up_process(h) if process else _up_real(h)
     h.state_file.write_text(json.dumps(state, indent=2))
     return h
 
@@ -174,6 +183,63 @@ def _up_real(h: Handle) -> dict[str, object]:
     }
 
 
+def _up_control_plane(h: Handle, within: float = 60.0) -> dict[str, object]:
+    lab = topology.Lab.create(h.workdir / "lab", h.prefix, keep=True)
+    try:
+        cp = lab_cpvip.ControlPlanes.create(lab, h.workdir / "cp")
+        began = time.monotonic()
+        cp.start()
+        apiservers_ready = time.monotonic() - began
+        for m in cp.members:
+            cp.start_cpvip(m)
+        deadline = time.monotonic() + within
+        while len(holders := cp.holders()) != 1 or not _vip_answers(cp):
+            if time.monotonic() > deadline:
+                held = ", ".join(m.name for m in holders) or "nobody"
+                raise netns.LabError(
+                    f"the VIP {cp.vip} (held by {held}) did not answer within {within:.0f} s"
+                )
+            time.sleep(0.2)
+        vip_ready = time.monotonic() - began
+    except BaseException:
+        netns.destroy(h.prefix)
+        raise
+    assert cp.client is not None
+    hosts = {m.name: m.host for m in cp.members} | {"client": cp.client}
+    return {
+        "kind": "control-plane",
+        "name": h.name,
+        "prefix": h.prefix,
+        "server": cp.vip_url(""),
+        "kubeconfig": str(cp.workdir / "vip.kubeconfig"),
+        "kubectl": str(cp.bin_dir / "kubectl"),
+        "kubectl_netns": cp.client.ns.name,
+        "vip": cp.vip,
+        "holder": holders[0].name,
+        "apiservers_ready_seconds": round(apiservers_ready, 1),
+        "vip_ready_seconds": round(vip_ready, 1),
+        "key_file": str(cp.workdir / "key"),
+        "logs": {m.name: str(m.workdir) for m in cp.members},
+        "hosts": {
+            role: {"netns": host.ns.name, "ipv4": host.ipv4, "ipv6": host.ipv6, "mac": host.mac}
+            for role, host in hosts.items()
+        },
+        "client": cp.client.ns.name,
+    }
+
+
+def _vip_answers(cp: lab_cpvip.ControlPlanes) -> bool:
+    """GET /readyz through the VIP from the client host answers "ok"."""
+    assert cp.client is not None
+    argv = [str(cp.bin_dir / "kubectl"), f"--kubeconfig={cp.workdir / 'vip.kubeconfig'}"]
+    out = netns.run(
+        cp.client.ns.argv([*argv, "--request-timeout=2s", "get", "--raw", "/readyz"]),
+        check=False,
+        timeout=10,
+    )
+    return out.strip() == "ok"
+
+
 def apply_config(c: lab_cluster.Cluster, *paths: Path, within: float = 60.0) -> None:
     """kubectl apply, through ironlb's admission webhook: retried while the webhook is not
     reachable yet (a just-started controller), never when it refuses the object."""
@@ -240,17 +306,21 @@ def kubectl_argv(name: str, args: list[str]) -> list[str]:
         "ip",
         "netns",
         "exec",
-        h.ctl_ns,
+        str(state.get("kubectl_netns", h.ctl_ns)),
         str(state["kubectl"]),
         f"--kubeconfig={state['kubeconfig']}",
         *args,
     ]
 
 
-def shell_argv(name: str, role: str) -> list[str]:
+def shell_argv(name: str, role: str | None = None) -> list[str]:
+    """`role` None: the host kubectl runs on (the control-plane host; in the control-plane lab,
+    the client, whose kubeconfig points at the VIP)."""
     h = handle(name)
     if not h.running():
         raise netns.LabError(f"lab {name!r} is not running: start it with `ironlb lab up`")
+    if role is None:
+        role = "client" if h.state().get("kind") == "control-plane" else "ctl"
     ns = f"{h.prefix}-{role}"
     if ns not in netns.list_namespaces(h.prefix):
         roles = [n.removeprefix(h.prefix + "-") for n in netns.list_namespaces(h.prefix)]
@@ -292,6 +362,8 @@ def status(name: str = "lab") -> str:
 
 def next_steps(h: Handle) -> str:
     state = h.state()
+    if state.get("kind") == "control-plane":
+        return _next_steps_control_plane(h, state)
     if state.get("kind") == "real":
         intro = [
             f"ironlb lab {h.name!r} is up (real nodes): kube-apiserver {state['server']},"
@@ -340,6 +412,39 @@ def next_steps(h: Handle) -> str:
             "  ironlb lab shell            # then: kubectl get crd",
             f"  (the admin kubeconfig is {state['kubeconfig']})",
             "",
+            "ironlb lab status shows the hosts; ironlb lab down removes everything.",
+        ]
+    )
+
+
+def _next_steps_control_plane(h: Handle, state: dict[str, object]) -> str:
+    logs = state["logs"]
+    assert isinstance(logs, dict)
+    return "\n".join(
+        [
+            f"ironlb lab {h.name!r} is up (control plane): cp-1, cp-2 and cp-3 each run an etcd"
+            " member (one three-member cluster, kubeadm's stacked topology), a kube-apiserver"
+            f" (all ready in {state['apiservers_ready_seconds']} s) and `ironlb cpvip`. The VIP"
+            f" {state['vip']} is held by {state['holder']} (answering {state['vip_ready_seconds']}"
+            " s after the start); the client's kubeconfig points at it:",
+            "",
+            "  ironlb lab kubectl get --raw /readyz",
+            "  ironlb lab kubectl get namespaces",
+            "  ironlb lab shell client       # KUBECONFIG is set: kubectl get --raw /readyz",
+            "",
+            "The holder has the VIP on its eth0. To watch it move (node death), take the",
+            "holder's link down for a few seconds, from the holder's own namespace:",
+            "",
+            f"  ironlb lab shell {state['holder']}         # then: ip -br addr show eth0",
+            "                                #       ip link set eth0 down; sleep 5;"
+            " ip link set eth0 up",
+            "  ironlb lab shell client       # meanwhile: for i in $(seq 50); do kubectl get"
+            " --raw /readyz; sleep 0.2; done",
+            "",
+            "Each host's processes log to its directory (etcd.log, kube-apiserver.log, cpvip.log):",
+            *(f"  {name}: {path}" for name, path in logs.items()),
+            "",
+            f"(the kubeconfig is {state['kubeconfig']}; the membership key {state['key_file']})",
             "ironlb lab status shows the hosts; ironlb lab down removes everything.",
         ]
     )
