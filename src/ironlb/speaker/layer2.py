@@ -78,7 +78,7 @@ class AnnouncerShell:
         *,
         service: Callable[[model.ServiceKey], model.Service | None],
         announced_by: Callable[[Iterable[model.ServiceKey]], set[str]],
-        answering_changed: Callable[[], None] = lambda: None,
+        answering_changed: Callable[[set[addresses.IP]], None] = lambda _ips: None,
         member_with_mac: Callable[[str], Awaitable[str | None]] | None = None,
     ) -> None:
         self._node = node
@@ -260,7 +260,9 @@ class AnnouncerShell:
                     log.info("membership verified again")
         await self._close_unused_responders()
         if self._on != before:
-            self._answering_changed()
+            self._answering_changed(
+                {ip for ip in before.keys() | self._on.keys() if before.get(ip) != self._on.get(ip)}
+            )
 
     async def _probe(self, action: announcer.Probe) -> None:
         """RFC 5227 probe / DAD; the result goes straight back to the core."""

@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from ironlb.core import addresses, announce, config, election, interfaces, model
@@ -171,6 +171,12 @@ class Speaker:
         self._keys_changed = asyncio.Event()
         self.health = announce.Health()
         self._l2_plan: Mapping[addresses.IP, announce.Announcement] = {}
+        # The plan indexed, kept with it (full or by the addresses an event re-decided): what
+        # this node announces, the others' owners, and which addresses each Service has.
+        self._l2_mine: dict[addresses.IP, announce.Announcement] = {}
+        self._l2_others: dict[addresses.IP, str | None] = {}
+        self._l2_services_at: dict[addresses.IP, tuple[model.ServiceKey, ...]] = {}
+        self._l2_addresses_of: dict[model.ServiceKey, set[addresses.IP]] = {}
         self.draining = False
         self.links: Mapping[int, net_links.Link] = {}
         self.plan_error: str | None = None
@@ -414,42 +420,114 @@ class Speaker:
         )
         replan_all, changed = self._replan_all, self._changed
         self._replan_all, self._changed = False, set()
+        affected: set[addresses.IP] | None = None
         if replan_all:
             plan = self._l2_planner.full(view)
             bgp_plan = self._bgp_planner.full(view)
         else:
-            self._l2_planner.services(view, changed)
+            affected = self._l2_planner.services(view, changed)
             plan = self._l2_planner.plan
             bgp_plan = self._bgp_planner.services(view, changed)
         if self.draining:
-            return  # the announcer core hands over and takes nothing new
+            # The announcer core hands over and takes nothing new; the index follows the plan
+            # all the same (the next plan after draining is a full one anyway).
+            self._index_l2(plan, affected)
+            self._l2_plan = plan
+            return
         self._membership_facts(live)
-        others = {ip: a.owner for ip, a in plan.items() if a.owner != self.node}
-        self.layer2.apply(announce.mine(plan, self.node), others, self.links)
+        touched = self._index_l2(plan, affected)
+        self.layer2.apply(self._l2_mine, self._l2_others, self.links)
         self._l2_plan = plan
-        self._publish_l2_status(plan)
+        if touched is None:
+            self._publish_l2_status()
+        else:
+            self._publish_l2_status_of(touched)
         await self.bgp.apply(bgp_plan, self.nodes.items.get(self.node), self.applied)
-        self.bgp_status.set(
-            self.bgp.announced_services(bgp_plan),
-            {model.ServiceKey(key): set(live) for key in self.services.items},
-        )
+        self.bgp_status.set(self.bgp.announced_services(bgp_plan), frozenset(live))
 
-    def _answering_changed(self) -> None:
+    def _index_l2(
+        self,
+        plan: Mapping[addresses.IP, announce.Announcement],
+        affected: Iterable[addresses.IP] | None,
+    ) -> set[model.ServiceKey] | None:
+        """Bring the plan's index up to date: all of it (`affected` None: returns None), or
+        the addresses an event re-decided (returns the Services whose addresses those were or
+        are)."""
+        if affected is None:
+            self._l2_mine, self._l2_others = {}, {}
+            self._l2_services_at, self._l2_addresses_of = {}, {}
+            affected = plan.keys()
+            touched: set[model.ServiceKey] | None = None
+        else:
+            touched = set()
+        for ip in affected:
+            for key in self._l2_services_at.pop(ip, ()):
+                if touched is not None:
+                    touched.add(key)
+                held = self._l2_addresses_of[key]
+                held.discard(ip)
+                if not held:
+                    del self._l2_addresses_of[key]
+            self._l2_mine.pop(ip, None)
+            self._l2_others.pop(ip, None)
+            a = plan.get(ip)
+            if a is None:
+                continue
+            if a.owner == self.node:
+                self._l2_mine[ip] = a
+            else:
+                self._l2_others[ip] = a.owner
+            if a.services:
+                self._l2_services_at[ip] = a.services
+                for key in a.services:
+                    self._l2_addresses_of.setdefault(key, set()).add(ip)
+                    if touched is not None:
+                        touched.add(key)
+        return touched
+
+    def _answering_changed(self, ips: set[addresses.IP]) -> None:
+        """The addresses this node answers for changed: their Services' status objects follow."""
         # While draining, the status objects stay as they are: a restarting node reads them to
         # know that its addresses were announced before (no probe, which the old owner, still
         # handing over, would answer).
         if not self.draining:
-            self._publish_l2_status(self._l2_plan)
+            self._publish_l2_status_of(
+                {key for ip in ips for key in self._l2_services_at.get(ip, ())}
+            )
 
-    def _publish_l2_status(self, plan: Mapping[addresses.IP, announce.Announcement]) -> None:
+    def _l2_status_of(self, key: model.ServiceKey) -> tuple[set[str], set[str]]:
+        """(the interfaces this node answers for `key`'s addresses on, their owners)."""
+        plan, announced = self._l2_plan, self.layer2.announced
+        interfaces: set[str] = set()
+        owners: set[str] = set()
+        for ip in self._l2_addresses_of.get(key, ()):
+            owner = plan[ip].owner
+            if owner:
+                owners.add(owner)
+            if ip in announced:
+                interfaces.update(announced[ip])
+        return interfaces, owners
+
+    def _publish_l2_status(self) -> None:
         desired: dict[model.ServiceKey, set[str]] = {}
         owners: dict[model.ServiceKey, set[str]] = {}
-        for ip, a in plan.items():
-            for key in a.services:
-                owners.setdefault(key, set()).update({a.owner} if a.owner else set())
-                if ip in self.layer2.announced:
-                    desired.setdefault(key, set()).update(self.layer2.announced[ip])
+        for key in self._l2_addresses_of:
+            interfaces, owners[key] = self._l2_status_of(key)
+            if interfaces or any(ip in self.layer2.announced for ip in self._l2_addresses_of[key]):
+                desired[key] = interfaces
         self.l2_status.set(desired, owners)
+
+    def _publish_l2_status_of(self, keys: Iterable[model.ServiceKey]) -> None:
+        """The same for these Services only (an event re-decided their addresses)."""
+        desired: dict[model.ServiceKey, set[str] | None] = {}
+        owners: dict[model.ServiceKey, set[str] | None] = {}
+        announced = self.layer2.announced
+        for key in keys:
+            interfaces, held_by = self._l2_status_of(key)
+            answering = any(ip in announced for ip in self._l2_addresses_of.get(key, ()))
+            desired[key] = interfaces if answering else None
+            owners[key] = held_by if key in self._l2_addresses_of else None
+        self.l2_status.update(desired, owners)
 
     async def plan_loop(self) -> None:
         while True:

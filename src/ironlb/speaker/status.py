@@ -74,8 +74,16 @@ class Statuses(Generic[S]):
         self._prefix = prefix
         self._on_new = on_new
         self._desired: dict[model.ServiceKey, list[str]] = {}
-        self._entitled: Mapping[model.ServiceKey, set[str]] = {}
+        self._entitled: dict[model.ServiceKey, frozenset[str]] = {}
+        self._entitled_all: frozenset[str] | None = None
+        """Set instead of `_entitled` when every Service's entitled nodes are the same."""
         self._dirty = asyncio.Event()
+        self._stale: set[model.ServiceKey] | None = None
+        """Services to compare again; None: all of them (the first pass, after an error)."""
+        # The cache by Service: object key -> (Service, node), and Service -> object keys, kept
+        # from the cache's own change events (every store and delete passes through `changed`).
+        self._object_of: dict[str, tuple[model.ServiceKey, str]] = {}
+        self._objects: dict[model.ServiceKey, set[str]] = {}
 
     def object_name(self, service: model.ServiceKey) -> str:
         digest = hashlib.sha256(f"{self._node}/{service}".encode()).hexdigest()[:20]
@@ -83,26 +91,99 @@ class Statuses(Generic[S]):
 
     def recorded_by(self, services: Iterable[model.ServiceKey]) -> set[str]:
         """Nodes that recorded announcing any of `services`."""
-        wanted = set(services)
         return {
-            s.status.node
-            for s in self.cache.items.values()
-            if s.status.node and service_of(s) in wanted
+            node
+            for service in services
+            for key in self._objects.get(service, ())
+            if (node := self._object_of[key][1])
         }
 
     def set(
         self,
         desired: Mapping[model.ServiceKey, Iterable[str]],
-        entitled: Mapping[model.ServiceKey, set[str]],
+        entitled: Mapping[model.ServiceKey, Iterable[str]] | frozenset[str],
     ) -> None:
-        """`desired`: Service -> what this node announces it with (interfaces or peers).
-        `entitled`: Service -> the nodes that should have an object for it."""
-        self._desired = {key: sorted(set(items)) for key, items in desired.items()}
-        self._entitled = entitled
+        """All of it: `desired`: Service -> what this node announces it with (interfaces or
+        peers); `entitled`: Service -> the nodes that should have an object for it, or one set
+        of nodes for every Service."""
+        new_desired = {key: sorted(set(items)) for key, items in desired.items()}
+        if isinstance(entitled, frozenset):
+            keys = new_desired.keys() | self._desired.keys()
+            if entitled == self._entitled_all:
+                stale = {key for key in keys if new_desired.get(key) != self._desired.get(key)}
+            else:
+                stale = set(keys)
+            self._entitled, self._entitled_all = {}, entitled
+        else:
+            new_entitled = {key: frozenset(nodes) for key, nodes in entitled.items()}
+            stale = {
+                key
+                for key in new_desired.keys() | self._desired.keys() | self._entitled.keys()
+                if new_desired.get(key) != self._desired.get(key)
+                or new_entitled.get(key) != self._entitled.get(key)
+            }
+            if self._entitled_all is not None:
+                stale |= new_desired.keys() | self._desired.keys()
+            self._entitled, self._entitled_all = new_entitled, None
+        self._desired = new_desired
+        self._mark(stale)
+
+    def _entitled_to(self, key: model.ServiceKey) -> frozenset[str]:
+        if self._entitled_all is not None:
+            return self._entitled_all
+        return self._entitled.get(key, frozenset())
+
+    def update(
+        self,
+        desired: Mapping[model.ServiceKey, Iterable[str] | None],
+        entitled: Mapping[model.ServiceKey, Iterable[str] | None],
+    ) -> None:
+        """Only these Services changed (None: this node has nothing for it / nobody is
+        entitled); the others stay as they are."""
+        stale = set()
+        for key, items in desired.items():
+            want = sorted(set(items)) if items is not None else None
+            if want != self._desired.get(key):
+                stale.add(key)
+                if want is None:
+                    del self._desired[key]
+                else:
+                    self._desired[key] = want
+        assert self._entitled_all is None, "update() needs entitled nodes per Service"
+        for key, nodes in entitled.items():
+            allowed = frozenset(nodes) if nodes is not None else None
+            if allowed != self._entitled.get(key):
+                stale.add(key)
+                if allowed is None:
+                    del self._entitled[key]
+                else:
+                    self._entitled[key] = allowed
+        self._mark(stale)
+
+    def _mark(self, stale: Iterable[model.ServiceKey]) -> None:
+        if self._stale is not None:
+            before = len(self._stale)
+            self._stale.update(stale)
+            if len(self._stale) == before:
+                return
         self._dirty.set()
 
-    def changed(self, _key: str = "") -> None:
-        self._dirty.set()
+    def changed(self, key: str = "") -> None:
+        """The cache's change event for object `key`: compare its Service again."""
+        found = self.cache.items.get(key)
+        before = self._object_of.pop(key, None)
+        if before is not None:
+            keys = self._objects[before[0]]
+            keys.discard(key)
+            if not keys:
+                del self._objects[before[0]]
+        if found is not None:
+            service = service_of(found)
+            self._object_of[key] = (service, found.status.node)
+            self._objects.setdefault(service, set()).add(key)
+            self._mark([service])
+        elif before is not None:
+            self._mark([before[0]])
 
     async def run(self) -> None:
         retry = backoff.Backoff(backoff.RECONCILE)
@@ -113,6 +194,7 @@ class Statuses(Generic[S]):
                 await self._reconcile()
                 retry.reset()
             except (k8s.ApiError, k8s.Unreachable) as e:
+                self._stale = None  # what was not done yet is not known: compare everything
                 delay = retry.next_delay(random.random()) or backoff.RECONCILE.cap
                 log.warning(
                     "%s update failed (retrying in %.1f s): %s", self._resource.kind, delay, e
@@ -121,24 +203,34 @@ class Statuses(Generic[S]):
                 self._dirty.set()
 
     async def _reconcile(self) -> None:
+        """Compare the stale Services' objects with what is desired (all, after `run` started
+        or an error), write what differs, delete this node's objects it no longer wants and
+        other nodes' objects for Services it announces whose nodes are not entitled."""
+        if self._stale is None:
+            services = self._desired.keys() | self._objects.keys()
+        else:
+            services = self._stale
+        self._stale = set()
         existing = self.cache.items
-        for key, want in sorted(self._desired.items()):
-            have = existing.get(f"{self._namespace}/{self.object_name(key)}")
-            if have is not None and _items(have) == want:
-                continue
-            await self._write(key, want)
-            if have is None:
-                self._on_new(key)
-        for status in list(existing.values()):
-            key, node = service_of(status), status.status.node
-            stale_mine = node == self._node and key not in self._desired
-            orphan = (
-                node != self._node
-                and key in self._desired
-                and node not in self._entitled.get(key, set())
-            )
-            if stale_mine or orphan:
-                await self._client.delete(self._resource, status.name, self._namespace)
+        for key in sorted(services):
+            want = self._desired.get(key)
+            if want is not None:
+                have = existing.get(f"{self._namespace}/{self.object_name(key)}")
+                if have is None or _items(have) != want:
+                    await self._write(key, want)
+                    if have is None:
+                        self._on_new(key)
+            for object_key in sorted(self._objects.get(key, ())):
+                status = existing.get(object_key)
+                if status is None:
+                    continue
+                node = status.status.node
+                stale_mine = node == self._node and want is None
+                orphan = (
+                    node != self._node and want is not None and node not in self._entitled_to(key)
+                )
+                if stale_mine or orphan:
+                    await self._client.delete(self._resource, status.name, self._namespace)
 
     async def _write(self, key: model.ServiceKey, items: list[str]) -> None:
         namespace, name = key.split("/", 1)
