@@ -98,11 +98,20 @@ def endpoint_slice(i: int, version: int, ready: bool) -> k8s.Obj:
     }
 
 
-def config_objects() -> list[tuple[int, k8s.Obj]]:
-    """(index of the ConfigSource reflector, object)."""
+def config_objects(bgp: bool) -> list[tuple[int, k8s.Obj]]:
+    """(index of the ConfigSource reflector, object); `bgp`: also a BGPAdvertisement of the
+    pool and two BGPPeers (no session runs: the routes are planned and indexed, not sent)."""
     pool = {"metadata": _meta("bench", NS, 1), "spec": {"addresses": [str(NETWORK)]}}
     adv = {"metadata": _meta("bench", NS, 1), "spec": {"ipAddressPools": ["bench"]}}
-    return [(0, pool), (1, adv)]
+    objects = [(0, pool), (1, adv)]
+    if bgp:
+        objects.append(
+            (2, {"metadata": _meta("bench", NS, 1), "spec": {"ipAddressPools": ["bench"]}})
+        )
+        for name, address in (("r1", "198.18.0.1"), ("r2", "198.18.0.2")):
+            spec = {"myASN": 64510, "peerASN": 64500, "peerAddress": address}
+            objects.append((3, {"metadata": _meta(name, NS, 1), "spec": spec}))
+    return objects
 
 
 async def _after_event(speaker: node_speaker.Speaker) -> None:
@@ -114,12 +123,12 @@ async def _after_event(speaker: node_speaker.Speaker) -> None:
             await writer._reconcile()
 
 
-async def measure(n: int, events: int) -> tuple[list[float], int]:
+async def measure(n: int, events: int, bgp: bool = False) -> tuple[list[float], int]:
     """CPU seconds per event, and the status writes the events made."""
     settings = speaker_settings.Settings(node_name="node-1", namespace=NS)
     client = _CountingClient()
     speaker = node_speaker.Speaker(client, settings)  # type: ignore[arg-type]
-    for index, obj in config_objects():
+    for index, obj in config_objects(bgp):
         speaker.config.reflectors[index]._apply(_event("ADDED", obj))
     for i, name in enumerate(NODES):
         speaker.nodes._apply(_event("ADDED", node(name, i)))
@@ -146,14 +155,18 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="1 000 Services, 20 events")
     parser.add_argument("--services", type=int, default=None)
     parser.add_argument("--events", type=int, default=None)
+    parser.add_argument(
+        "--bgp", action="store_true", help="also advertise every address to two BGPPeers"
+    )
     args = parser.parse_args()
     n = args.services or (1000 if args.quick else 10_000)
     events = args.events or (20 if args.quick else 50)
     logging.basicConfig(level=logging.WARNING)
-    samples, writes = asyncio.run(measure(n, events))
+    samples, writes = asyncio.run(measure(n, events, args.bgp))
     ms = [s * 1000 for s in samples]
     print(
-        f"{n} Services, {len(ms)} events: CPU per event median {statistics.median(ms):.2f} ms,"
+        f"{n} Services{' (BGP too)' if args.bgp else ''}, {len(ms)} events:"
+        f" CPU per event median {statistics.median(ms):.2f} ms,"
         f" p90 {common.pct(ms, 0.9):.2f} ms, p99 {common.pct(ms, 0.99):.2f} ms,"
         f" max {max(ms):.2f} ms (no timeouts: nothing here waits); {writes} status writes"
     )

@@ -464,6 +464,24 @@ class Peer:
         for channel in self._channels():
             self._process(channel)
 
+    def update_routes(
+        self,
+        family: families.Family,
+        changes: Mapping[families.Prefix, rib.RouteAttributes | None],
+    ) -> None:
+        """Change only these routes of `family` (None: withdraw); the others stay."""
+        self._main.core.update_routes(family, changes)
+        routes = self._routes.setdefault(family, {})
+        for prefix, route in changes.items():
+            if route is None:
+                routes.pop(prefix, None)
+            else:
+                routes[prefix] = route
+        if self._second is not None:
+            self._second.core.update_routes(family, changes)
+        for channel in self._channels():
+            self._process(channel)
+
     def stop(self, reason: str = "") -> None:
         """End the session for good with a Cease (administrative shutdown, `reason` as the
         RFC 9003 shutdown communication)."""

@@ -166,15 +166,37 @@ class Changes:
 
 
 class AdjRibOut:
+    """Desired and advertised routes per family. `updates()` compares only the prefixes changed
+    since the last call (and those skipped then), unless everything must be compared: after
+    `set_routes`, `reset`, `refresh`, or with another `Peering`."""
+
     def __init__(self) -> None:
         self._desired: dict[families.Family, dict[families.Prefix, RouteAttributes]] = {}
         self._advertised: dict[families.Family, dict[families.Prefix, RouteAttributes]] = {}
+        self._pending: dict[families.Family, set[families.Prefix]] = {}
+        """Prefixes to compare at the next `updates()`; a family missing: all of them."""
+        self._peering: dict[families.Family, Peering] = {}
 
     def set_routes(
         self, family: families.Family, routes: Mapping[families.Prefix, RouteAttributes]
     ) -> None:
         """Replace the desired routes of `family`; nothing is sent until `updates()`."""
         self._desired[family] = dict(routes)
+        self._pending.pop(family, None)
+
+    def update_routes(
+        self, family: families.Family, changes: Mapping[families.Prefix, RouteAttributes | None]
+    ) -> None:
+        """Change only these desired routes of `family` (None: no longer desired)."""
+        desired = self._desired.setdefault(family, {})
+        for prefix, route in changes.items():
+            if route is None:
+                desired.pop(prefix, None)
+            else:
+                desired[prefix] = route
+        pending = self._pending.get(family)
+        if pending is not None:
+            pending.update(changes)
 
     def advertised(self, family: families.Family) -> Mapping[families.Prefix, RouteAttributes]:
         return self._advertised.get(family, {})
@@ -182,18 +204,30 @@ class AdjRibOut:
     def reset(self) -> None:
         """The session went down: the peer holds none of our routes any more."""
         self._advertised.clear()
+        self._pending.clear()
 
     def refresh(self, family: families.Family) -> None:
         """The peer asked for everything again (ROUTE-REFRESH): re-announce it all."""
         self._advertised.pop(family, None)
+        self._pending.pop(family, None)
 
     def updates(self, family: families.Family, peering: Peering) -> Changes:
         desired = self._desired.get(family, {})
         advertised = self._advertised.setdefault(family, {})
+        pending = self._pending.get(family)
+        if self._peering.get(family) != peering:
+            pending = None  # next hops and attributes may differ: compare everything
+        self._peering[family] = peering
         groups: dict[tuple[attributes.Attribute, ...], list[families.Prefix]] = {}
         skipped: list[families.Prefix] = []
-        for prefix in sorted(desired, key=_by_address):
-            route = desired[prefix]
+        gone: set[families.Prefix] = set()
+        compared = desired.keys() | advertised.keys() if pending is None else pending
+        for prefix in sorted(compared, key=_by_address):
+            route = desired.get(prefix)
+            if route is None:
+                if prefix in advertised:
+                    gone.add(prefix)
+                continue
             if advertised.get(prefix) == route:
                 continue
             path = path_attributes(family, route, peering)
@@ -201,9 +235,9 @@ class AdjRibOut:
                 skipped.append(prefix)
             else:
                 groups.setdefault(path, []).append(prefix)
-        gone = {p for p in advertised if p not in desired}.union(
-            p for p in skipped if p in advertised
-        )
+        gone.update(p for p in skipped if p in advertised)
+        # A skipped prefix is compared again next time (a next hop may be known by then).
+        self._pending[family] = set(skipped)
         updates = list(withdrawals(family, sorted(gone, key=_by_address)))
         for path, prefixes in groups.items():
             updates += announcements(path, prefixes, peering.context)

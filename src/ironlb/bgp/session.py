@@ -314,6 +314,24 @@ class Session:
         if stray:
             raise ValueError(f"not {family} prefixes: {', '.join(map(str, stray))}")
         self._rib.set_routes(family, routes)
+        self._sync_if_established(family)
+
+    def update_routes(
+        self,
+        family: families.Family,
+        changes: Mapping[families.Prefix, rib.RouteAttributes | None],
+    ) -> None:
+        """Change only these routes of `family` (None: withdraw); the peer gets the
+        difference."""
+        if family not in self.config.families:
+            raise ValueError(f"{family} is not enabled on this session")
+        stray = [p for p in changes if families.Family.of(p) is not family]
+        if stray:
+            raise ValueError(f"not {family} prefixes: {', '.join(map(str, stray))}")
+        self._rib.update_routes(family, changes)
+        self._sync_if_established(family)
+
+    def _sync_if_established(self, family: families.Family) -> None:
         negotiated = self._negotiated
         if self.state is fsm.State.ESTABLISHED and negotiated and family in negotiated.families:
             self._sync(family)

@@ -470,8 +470,11 @@ class BgpPlanner:
         self._index: config.PoolIndex | None = None
         self._advertisements: list[config.BGPAdvertisement] = []
         self._aliases: Mapping[str, community.Value] = {}
+        self.changed: set[tuple[str, Prefix]] | None = None
+        """(peer, prefix) of the routes the last call decided again; None: all (`full`)."""
 
     def full(self, view: View) -> BgpPlan:
+        self.changed = None
         self._contributions, self._problems, self._by_route, self._fixed = {}, {}, {}, {}
         self._index = None
         node = self._node = view.nodes.get(self.node_name)
@@ -510,9 +513,10 @@ class BgpPlanner:
         return self.plan
 
     def services(self, view: View, keys: Iterable[model.ServiceKey]) -> BgpPlan:
+        self.changed = set()
         if self._index is None or not self.plan.peers:
             return self.plan  # nothing is advertised, whatever the Services
-        affected: set[_RouteKey] = set()
+        affected: set[_RouteKey] = self.changed
         for key in set(keys):
             for route_key in self._contributions.pop(key, {}):
                 affected.add(route_key)

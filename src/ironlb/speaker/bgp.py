@@ -26,7 +26,7 @@ import base64
 import ipaddress
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -284,8 +284,15 @@ class PeerSessions:
         ), profile
 
     async def apply(
-        self, plan: announce.BgpPlan, node: model.Node | None, cfg: config.Config
+        self,
+        plan: announce.BgpPlan,
+        node: model.Node | None,
+        cfg: config.Config,
+        changed: Iterable[tuple[str, families.Prefix]] | None = None,
     ) -> None:
+        """Run the plan's sessions and give each its routes. `changed`: the (peer, prefix)
+        whose routes the plan decided again since the last call (None: any may have changed);
+        a session that keeps running gets only those."""
         if self._tasks is None:
             return
         if plan.problems != self._plan_problems:
@@ -303,6 +310,11 @@ class PeerSessions:
                         r.peer.set_routes(family, {})
                         r.routes[family] = {}
             return
+        by_peer: dict[str, list[families.Prefix]] | None = None
+        if changed is not None:
+            by_peer = {}
+            for peer_name, prefix in changed:
+                by_peer.setdefault(peer_name, []).append(prefix)
         for name in [n for n in self._running if n not in plan.peers]:
             self._stop(name, "BGPPeer removed or no longer selects this node")
         if plan.peers:
@@ -326,20 +338,51 @@ class PeerSessions:
                 running = None
             if running is None:
                 running = self._start(name, wanted, profile)
-            # A session carries the families it was opened for: IPv6 routes reach an IPv4
-            # peer only with dualStackAddressFamily (as in MetalLB), else its IPv6 twin.
-            routes: dict[families.Family, dict[families.Prefix, rib.RouteAttributes]] = {
-                f: {} for f in wanted.session.families
-            }
-            for prefix, route in plan.routes.get(name, {}).items():
-                family = families.Family.of(prefix)
-                if family in routes:
-                    routes[family][prefix] = route_attributes(route)
-            for family, table in routes.items():
-                if running.routes.get(family) != table:
-                    running.peer.set_routes(family, table)
-                    running.routes[family] = table
+                self._give_all(running, plan.routes.get(name, {}))
+            elif by_peer is None:
+                self._give_all(running, plan.routes.get(name, {}))
+            else:
+                self._give_changed(running, plan.routes.get(name, {}), by_peer.get(name, ()))
         self._started = True
+
+    @staticmethod
+    def _give_all(running: _Session, planned: Mapping[families.Prefix, announce.Route]) -> None:
+        # A session carries the families it was opened for: IPv6 routes reach an IPv4
+        # peer only with dualStackAddressFamily (as in MetalLB), else its IPv6 twin.
+        routes: dict[families.Family, dict[families.Prefix, rib.RouteAttributes]] = {
+            f: {} for f in running.config.session.families
+        }
+        for prefix, route in planned.items():
+            family = families.Family.of(prefix)
+            if family in routes:
+                routes[family][prefix] = route_attributes(route)
+        for family, table in routes.items():
+            if running.routes.get(family) != table:
+                running.peer.set_routes(family, table)
+                running.routes[family] = table
+
+    @staticmethod
+    def _give_changed(
+        running: _Session,
+        planned: Mapping[families.Prefix, announce.Route],
+        prefixes: Iterable[families.Prefix],
+    ) -> None:
+        changes: dict[families.Family, dict[families.Prefix, rib.RouteAttributes | None]] = {}
+        for prefix in prefixes:
+            family = families.Family.of(prefix)
+            table = running.routes.get(family)
+            if table is None:
+                continue  # not a family of this session
+            route = planned.get(prefix)
+            want = route_attributes(route) if route is not None else None
+            if table.get(prefix) != want:
+                changes.setdefault(family, {})[prefix] = want
+                if want is None:
+                    del table[prefix]
+                else:
+                    table[prefix] = want
+        for family, change in changes.items():
+            running.peer.update_routes(family, change)
 
     def _start(self, name: str, config_: peers.PeerConfig, profile: bfd.Profile | None) -> _Session:
         assert self._tasks is not None
@@ -432,15 +475,3 @@ class PeerSessions:
             )
             for name, r in sorted(self._running.items())
         )
-
-    def announced_services(self, plan: announce.BgpPlan) -> Mapping[model.ServiceKey, set[str]]:
-        """Service -> established peers it is advertised to."""
-        out: dict[model.ServiceKey, set[str]] = {}
-        up = self.established
-        for peer, routes in plan.routes.items():
-            if peer not in up:
-                continue
-            for route in routes.values():
-                for key in route.services:
-                    out.setdefault(key, set()).add(peer)
-        return out

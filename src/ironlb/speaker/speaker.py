@@ -177,6 +177,11 @@ class Speaker:
         self._l2_others: dict[addresses.IP, str | None] = {}
         self._l2_services_at: dict[addresses.IP, tuple[model.ServiceKey, ...]] = {}
         self._l2_addresses_of: dict[model.ServiceKey, set[addresses.IP]] = {}
+        # The same for ServiceBGPStatus: the Services of each planned route, and back.
+        self._bgp_services_of: dict[tuple[str, announce.Prefix], tuple[model.ServiceKey, ...]] = {}
+        self._bgp_routes_of: dict[model.ServiceKey, set[tuple[str, announce.Prefix]]] = {}
+        self._bgp_established: frozenset[str] = frozenset()
+        self._bgp_entitled: frozenset[str] | None = None
         self.draining = False
         self.links: Mapping[int, net_links.Link] = {}
         self.plan_error: str | None = None
@@ -442,8 +447,57 @@ class Speaker:
             self._publish_l2_status()
         else:
             self._publish_l2_status_of(touched)
-        await self.bgp.apply(bgp_plan, self.nodes.items.get(self.node), self.applied)
-        self.bgp_status.set(self.bgp.announced_services(bgp_plan), frozenset(live))
+        routes_changed = self._bgp_planner.changed
+        await self.bgp.apply(
+            bgp_plan, self.nodes.items.get(self.node), self.applied, routes_changed
+        )
+        self._publish_bgp_status(bgp_plan, routes_changed, frozenset(live))
+
+    def _publish_bgp_status(
+        self,
+        plan: announce.BgpPlan,
+        changed: set[tuple[str, announce.Prefix]] | None,
+        entitled: frozenset[str],
+    ) -> None:
+        """ServiceBGPStatus: each Service -> the established peers its routes go to. Kept by
+        the routes the plan decided again, unless everything may have changed (a full plan,
+        a session up or down, other live nodes)."""
+        established = frozenset(self.bgp.established)
+        full = (
+            changed is None
+            or established != self._bgp_established
+            or entitled != self._bgp_entitled
+        )
+        self._bgp_established, self._bgp_entitled = established, entitled
+        if full:
+            self._bgp_services_of, self._bgp_routes_of = {}, {}
+            changed = {(peer, prefix) for peer, routes in plan.routes.items() for prefix in routes}
+        assert changed is not None
+        touched: set[model.ServiceKey] = set()
+        for route_key in changed:
+            for key in self._bgp_services_of.pop(route_key, ()):
+                touched.add(key)
+                held = self._bgp_routes_of[key]
+                held.discard(route_key)
+                if not held:
+                    del self._bgp_routes_of[key]
+            peer, prefix = route_key
+            route = plan.routes.get(peer, {}).get(prefix)
+            if route is not None and route.services:
+                self._bgp_services_of[route_key] = route.services
+                for key in route.services:
+                    self._bgp_routes_of.setdefault(key, set()).add(route_key)
+                    touched.add(key)
+
+        def peers_of(key: model.ServiceKey) -> set[str] | None:
+            up = {peer for peer, _ in self._bgp_routes_of.get(key, ()) if peer in established}
+            return up or None
+
+        if full:
+            desired = {key: up for key in self._bgp_routes_of if (up := peers_of(key))}
+            self.bgp_status.set(desired, entitled)
+        else:
+            self.bgp_status.update({key: peers_of(key) for key in touched})
 
     def _index_l2(
         self,

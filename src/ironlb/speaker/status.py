@@ -136,10 +136,11 @@ class Statuses(Generic[S]):
     def update(
         self,
         desired: Mapping[model.ServiceKey, Iterable[str] | None],
-        entitled: Mapping[model.ServiceKey, Iterable[str] | None],
+        entitled: Mapping[model.ServiceKey, Iterable[str] | None] | None = None,
     ) -> None:
         """Only these Services changed (None: this node has nothing for it / nobody is
-        entitled); the others stay as they are."""
+        entitled); the others stay as they are. `entitled` None: unchanged (as when the last
+        `set` gave one set of nodes for every Service)."""
         stale = set()
         for key, items in desired.items():
             want = sorted(set(items)) if items is not None else None
@@ -149,7 +150,10 @@ class Statuses(Generic[S]):
                     del self._desired[key]
                 else:
                     self._desired[key] = want
-        assert self._entitled_all is None, "update() needs entitled nodes per Service"
+        if entitled is None:
+            self._mark(stale)
+            return
+        assert self._entitled_all is None, "update() with entitled nodes per Service"
         for key, nodes in entitled.items():
             allowed = frozenset(nodes) if nodes is not None else None
             if allowed != self._entitled.get(key):

@@ -1,7 +1,7 @@
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_network
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ironlb.bgp import attributes, families, messages, rib
@@ -181,3 +181,68 @@ def _announced(update: messages.Update) -> tuple[families.Prefix, ...]:
 def _withdrawn(update: messages.Update) -> tuple[families.Prefix, ...]:
     unreach = update.attribute(attributes.MpUnreachNlri)
     return unreach.withdrawn if unreach else update.withdrawn
+
+
+# Incremental comparison: `update_routes` marks only its prefixes for the next `updates()`.
+# Whatever the sequence, that must send exactly what comparing everything sends.
+
+_PREFIXES = hosts_v4(6)
+_ROUTES = [ROUTE, rib.RouteAttributes(med=7), rib.RouteAttributes(local_pref=300)]
+_NO_V4_NEXT_HOP = rib.Peering(65001, ibgp=False, four_octet_as=True, next_hop_v6=NH6)
+_PEERINGS = [EBGP, IBGP, _NO_V4_NEXT_HOP]
+
+_update = st.tuples(
+    st.just("update"),
+    st.dictionaries(
+        st.sampled_from(_PREFIXES), st.none() | st.sampled_from(_ROUTES), min_size=1, max_size=3
+    ),
+)
+# Mostly updates and syncs under one peering (the incremental path); now and then what makes
+# the next sync compare everything.
+_operation = st.one_of(
+    _update,
+    _update,
+    st.tuples(st.just("sync"), st.just(EBGP)),
+    st.tuples(st.just("sync"), st.just(EBGP)),
+    st.tuples(st.just("sync"), st.sampled_from(_PEERINGS)),
+    st.tuples(
+        st.just("set"),
+        st.dictionaries(st.sampled_from(_PREFIXES), st.sampled_from(_ROUTES), max_size=6),
+    ),
+    st.tuples(st.just("reset"), st.none()),
+    st.tuples(st.just("refresh"), st.none()),
+)
+
+
+@settings(max_examples=300)
+@given(st.lists(_operation, max_size=40))
+def test_update_routes_sends_what_comparing_everything_sends(
+    operations: list[tuple[str, object]],
+) -> None:
+    incremental, everything = rib.AdjRibOut(), rib.AdjRibOut()
+    desired: dict[families.Prefix, rib.RouteAttributes] = {}
+    for kind, arg in operations:
+        if kind == "update":
+            assert isinstance(arg, dict)
+            incremental.update_routes(V4, arg)
+            for prefix, route in arg.items():
+                if route is None:
+                    desired.pop(prefix, None)
+                else:
+                    desired[prefix] = route
+        elif kind == "set":
+            assert isinstance(arg, dict)
+            incremental.set_routes(V4, arg)
+            desired = dict(arg)
+        elif kind == "sync":
+            assert isinstance(arg, rib.Peering)
+            everything.set_routes(V4, desired)  # compares everything
+            got, want = incremental.updates(V4, arg), everything.updates(V4, arg)
+            assert got == want
+            assert incremental.advertised(V4) == everything.advertised(V4)
+        elif kind == "reset":
+            incremental.reset()
+            everything.reset()
+        else:
+            incremental.refresh(V4)
+            everything.refresh(V4)

@@ -79,10 +79,24 @@ def _state(s: node_speaker.Speaker) -> tuple[object, ...]:
         {k: set(v) for k, v in s._l2_addresses_of.items()},
         dict(s.l2_status._desired),
         dict(s.l2_status._entitled),
+        {peer: dict(routes) for peer, routes in s._bgp_planner.plan.routes.items()},
+        dict(s._bgp_services_of),
+        {k: set(v) for k, v in s._bgp_routes_of.items()},
+        dict(s.bgp_status._desired),
     )
 
 
+async def _speaker_after(seed: int) -> node_speaker.Speaker:
+    s, _ = await _events(seed)
+    return s
+
+
 async def _run(seed: int) -> int:
+    _, compared = await _events(seed)
+    return compared
+
+
+async def _events(seed: int) -> tuple[node_speaker.Speaker, int]:
     rng = random.Random(seed)
     settings = speaker_settings.Settings(node_name="node-1", namespace=NS)
     s = node_speaker.Speaker(_NoWrites(), settings)  # type: ignore[arg-type]
@@ -90,6 +104,22 @@ async def _run(seed: int) -> int:
     adv = {"metadata": _meta("p", NS, 1), "spec": {"ipAddressPools": ["p"]}}
     s.config.reflectors[0]._apply(_event("ADDED", pool))
     s.config.reflectors[1]._apply(_event("ADDED", adv))
+    # BGP too: two peers, one advertisement per address and one aggregated to /30 (routes
+    # shared by several Services). No session runs, so no Service is advertised to an
+    # established peer: the index of the routes' Services is what is compared.
+    bgp_adv = {"metadata": _meta("b", NS, 1), "spec": {"ipAddressPools": ["p"]}}
+    aggregated = {
+        "metadata": _meta("agg", NS, 1),
+        "spec": {"ipAddressPools": ["p"], "aggregationLength": 30, "peers": ["r2"]},
+    }
+    s.config.reflectors[2]._apply(_event("ADDED", bgp_adv))
+    s.config.reflectors[2]._apply(_event("ADDED", aggregated))
+    for name, address in (("r1", "198.18.0.1"), ("r2", "198.18.0.2")):
+        peer = {
+            "metadata": _meta(name, NS, 1),
+            "spec": {"myASN": 64510, "peerASN": 64500, "peerAddress": address},
+        }
+        s.config.reflectors[3]._apply(_event("ADDED", peer))
     for i, name in enumerate(NODES):
         node = {
             "metadata": _meta(name, None, 1),
@@ -125,7 +155,7 @@ async def _run(seed: int) -> int:
             await s.plan_once()
             assert _state(s) == incremental
             compared += 1
-    return compared
+    return s, compared
 
 
 async def test_the_incremental_plan_index_and_status_equal_a_full_replan() -> None:
@@ -133,3 +163,10 @@ async def test_the_incremental_plan_index_and_status_equal_a_full_replan() -> No
     for seed in range(40):
         compared += await _run(seed)
     assert compared > 500
+
+
+async def test_the_bgp_routes_are_indexed() -> None:
+    """The comparison above would hold trivially if no route were planned."""
+    s = await _speaker_after(seed=3)
+    assert s._bgp_planner.plan.routes["r1"], "no route planned"
+    assert any(len(keys) > 1 for keys in s._bgp_services_of.values()), "no shared route"
