@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import collections
 import enum
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
 from typing import TypeVar
@@ -308,11 +308,7 @@ class Session:
         self, family: families.Family, routes: Mapping[families.Prefix, rib.RouteAttributes]
     ) -> None:
         """Make `routes` the whole set announced for `family`; the peer gets the difference."""
-        if family not in self.config.families:
-            raise ValueError(f"{family} is not enabled on this session")
-        stray = [p for p in routes if families.Family.of(p) is not family]
-        if stray:
-            raise ValueError(f"not {family} prefixes: {', '.join(map(str, stray))}")
+        self._check(family, routes)
         self._rib.set_routes(family, routes)
         self._sync_if_established(family)
 
@@ -323,13 +319,17 @@ class Session:
     ) -> None:
         """Change only these routes of `family` (None: withdraw); the peer gets the
         difference."""
-        if family not in self.config.families:
-            raise ValueError(f"{family} is not enabled on this session")
-        stray = [p for p in changes if families.Family.of(p) is not family]
-        if stray:
-            raise ValueError(f"not {family} prefixes: {', '.join(map(str, stray))}")
+        self._check(family, changes)
         self._rib.update_routes(family, changes)
         self._sync_if_established(family)
+
+    def _check(self, family: families.Family, prefixes: Iterable[families.Prefix]) -> None:
+        """ValueError unless `family` is enabled and every prefix is of it."""
+        if family not in self.config.families:
+            raise ValueError(f"{family} is not enabled on this session")
+        stray = [p for p in prefixes if families.Family.of(p) is not family]
+        if stray:
+            raise ValueError(f"not {family} prefixes: {', '.join(map(str, stray))}")
 
     def _sync_if_established(self, family: families.Family) -> None:
         negotiated = self._negotiated
