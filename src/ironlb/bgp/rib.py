@@ -168,14 +168,13 @@ class Changes:
 class AdjRibOut:
     """Desired and advertised routes per family. `updates()` compares only the prefixes changed
     since the last call (and those skipped then), unless everything must be compared: after
-    `set_routes`, `reset`, `refresh`, or with another `Peering`."""
+    `set_routes`, `reset` or `refresh`."""
 
     def __init__(self) -> None:
         self._desired: dict[families.Family, dict[families.Prefix, RouteAttributes]] = {}
         self._advertised: dict[families.Family, dict[families.Prefix, RouteAttributes]] = {}
         self._pending: dict[families.Family, set[families.Prefix]] = {}
         """Prefixes to compare at the next `updates()`; a family missing: all of them."""
-        self._peering: dict[families.Family, Peering] = {}
 
     def set_routes(
         self, family: families.Family, routes: Mapping[families.Prefix, RouteAttributes]
@@ -215,9 +214,6 @@ class AdjRibOut:
         desired = self._desired.get(family, {})
         advertised = self._advertised.setdefault(family, {})
         pending = self._pending.get(family)
-        if self._peering.get(family) != peering:
-            pending = None  # next hops and attributes may differ: compare everything
-        self._peering[family] = peering
         groups: dict[tuple[attributes.Attribute, ...], list[families.Prefix]] = {}
         skipped: list[families.Prefix] = []
         gone: set[families.Prefix] = set()

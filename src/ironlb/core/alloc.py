@@ -172,23 +172,22 @@ def reservation_order(services: Iterable[model.Service]) -> list[model.Service]:
     share with (by name alone, one edited Service sorting first would move all its former
     sharers). A Service's group is the smallest among its addresses'; ties go by key.
     """
-    listed = list(services)
-    groups: Counter[tuple[addresses.IP, str, Backend]] = Counter()
-    for svc in listed:
-        claim = _claim_of(svc)
-        if claim.sharing:
-            for ip in svc.ingress_ips:
-                groups[(ip, claim.sharing, claim.backend)] += 1
+    claims = [(svc, _claim_of(svc)) for svc in services]
+    groups: Counter[tuple[addresses.IP, str, Backend]] = Counter(
+        (ip, claim.sharing, claim.backend)
+        for svc, claim in claims
+        if claim.sharing
+        for ip in svc.ingress_ips
+    )
 
-    def group(svc: model.Service) -> int:
-        claim = _claim_of(svc)
+    def group(svc: model.Service, claim: _Claim) -> int:
         if not claim.sharing:
             return 1
         return min(
             (groups[(ip, claim.sharing, claim.backend)] for ip in svc.ingress_ips), default=1
         )
 
-    return sorted(listed, key=lambda svc: (-group(svc), svc.key))
+    return [svc for svc, _ in sorted(claims, key=lambda sc: (-group(*sc), sc[0].key))]
 
 
 class _Refused(Exception):

@@ -549,25 +549,31 @@ class Speaker:
                 {key for ip in ips for key in self._l2_services_at.get(ip, ())}
             )
 
-    def _l2_status_of(self, key: model.ServiceKey) -> tuple[set[str], set[str]]:
-        """(the interfaces this node answers for `key`'s addresses on, their owners)."""
+    def _l2_status_of(self, key: model.ServiceKey) -> tuple[set[str] | None, set[str] | None]:
+        """(the interfaces this node answers for `key`'s addresses on, None if it answers for
+        none; their owners, None if `key` has no planned address)."""
+        held = self._l2_addresses_of.get(key)
+        if held is None:
+            return None, None
         plan, announced = self._l2_plan, self.layer2.announced
-        interfaces: set[str] = set()
+        interfaces: set[str] | None = None
         owners: set[str] = set()
-        for ip in self._l2_addresses_of.get(key, ()):
+        for ip in held:
             owner = plan[ip].owner
             if owner:
                 owners.add(owner)
             if ip in announced:
-                interfaces.update(announced[ip])
+                interfaces = (interfaces or set()) | set(announced[ip])
         return interfaces, owners
 
     def _publish_l2_status(self) -> None:
         desired: dict[model.ServiceKey, set[str]] = {}
         owners: dict[model.ServiceKey, set[str]] = {}
         for key in self._l2_addresses_of:
-            interfaces, owners[key] = self._l2_status_of(key)
-            if interfaces or any(ip in self.layer2.announced for ip in self._l2_addresses_of[key]):
+            interfaces, held_by = self._l2_status_of(key)
+            assert held_by is not None
+            owners[key] = held_by
+            if interfaces is not None:
                 desired[key] = interfaces
         self.l2_status.set(desired, owners)
 
@@ -575,12 +581,8 @@ class Speaker:
         """The same for these Services only (an event re-decided their addresses)."""
         desired: dict[model.ServiceKey, set[str] | None] = {}
         owners: dict[model.ServiceKey, set[str] | None] = {}
-        announced = self.layer2.announced
         for key in keys:
-            interfaces, held_by = self._l2_status_of(key)
-            answering = any(ip in announced for ip in self._l2_addresses_of.get(key, ()))
-            desired[key] = interfaces if answering else None
-            owners[key] = held_by if key in self._l2_addresses_of else None
+            desired[key], owners[key] = self._l2_status_of(key)
         self.l2_status.update(desired, owners)
 
     async def plan_loop(self) -> None:
