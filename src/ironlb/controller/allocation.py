@@ -18,6 +18,8 @@ Invariants:
   over (MetalLB's alerts read them on every replica); only the leader applies and reports.
 - An address is never written into one Service's status while another Service's status still
   shows it (unless the two may share it): when addresses move, the clearing write lands first.
+  A Service that must wait for its new addresses clears the ones it is losing at once, so two
+  moving Services that each wait for the other's old address cannot wait for ever.
 - A Service that could not get an address is retried whenever addresses are freed, the
   configuration changes, or another Service it contends with changes (same sharing key, or an
   address one asks for and the other asks for or shows: `alloc.contended`), as MetalLB
@@ -308,6 +310,11 @@ class Allocations:
                     blocked,
                     ", ".join(map(str, allocation.ips)),
                 )
+                # Clear what it is losing now: a Service waiting for this one to stop showing
+                # an address may be what this one waits for (two moves after a restart).
+                kept = tuple(ip for ip in svc.ingress_ips if ip in allocation.ips)
+                if kept != tuple(svc.ingress_ips):
+                    await self._write_status(svc, kept)
                 self.queue.add_after(key, _HANDOVER_RETRY)
                 return
             await self._write_status(svc, allocation.ips)
