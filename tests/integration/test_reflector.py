@@ -187,3 +187,27 @@ async def test_an_etcd_compaction_is_a_real_410_and_the_running_reflector_lists_
         await kube.eventually(lambda: _has(r, f"{namespace}/later"), what="later")
         assert sorted(r.items) == [f"{namespace}/later", f"{namespace}/picked"]
         task.cancel()
+
+
+async def test_a_write_that_changes_nothing_parsed_is_not_reported(
+    admin: k8s.Client, namespace: str
+) -> None:
+    """A new resourceVersion whose object parses to the same value (a pool's status counters,
+    which the parser drops) is no change: reporting it made every speaker re-plan everything on
+    each of the controller's counter writes."""
+    await admin.create(k8s.CONFIGMAPS, configmap("cfg", labels={"a": "1"}), namespace)
+    changes: list[str] = []
+    r = reflector.Reflector(
+        admin, k8s.CONFIGMAPS, value, namespace=namespace, on_change=changes.append
+    )
+    async with asyncio.TaskGroup() as tg:
+        task = tg.create_task(r.run())
+        await r.listed.wait()
+        changes.clear()
+        await admin.patch(k8s.CONFIGMAPS, "cfg", {"metadata": {"labels": {"a": "2"}}}, namespace)
+        await admin.patch(k8s.CONFIGMAPS, "cfg", {"data": {"v": "2"}}, namespace)
+        await kube.eventually(lambda: _value_is(r, f"{namespace}/cfg", "2"))
+        # The label write came first and was seen (the watch is ordered); only the data write
+        # changed the parsed value.
+        assert changes == [f"{namespace}/cfg"]
+        task.cancel()

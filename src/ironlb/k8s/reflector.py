@@ -99,9 +99,12 @@ class Reflector(Generic[T]):
             self.items.pop(key, None)
             self.invalid[key] = str(e)
             return True
-        self.invalid.pop(key, None)
+        was_invalid = self.invalid.pop(key, None) is not None
+        before = self.items.get(key)
         self.items[key] = value
-        return True
+        # A write that changed nothing the parser keeps (a pool's status counters, which the
+        # controller updates as it allocates) is no change: consumers re-plan on changes.
+        return was_invalid or before is None or before != value
 
     def _forget(self, key: str) -> bool:
         self._versions.pop(key, None)

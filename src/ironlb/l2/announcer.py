@@ -43,7 +43,9 @@ plan is "mine" while it holds the VIP lease or wins the election among control-p
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+import heapq
+import itertools
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from ironlb.core import addresses, model, ratelimit
@@ -314,6 +316,21 @@ class _Address:
     claimed_by: str = ""
 
 
+_PENDING = (State.HELD, State.PROBING, State.REFUSED)
+
+
+def _deadline(a: _Address) -> float | None:
+    """When the address's timer is due (the time `Announcer._due` fires it), if it has one."""
+    if a.state is State.ANNOUNCING and a.schedule is not None:
+        due = a.schedule.due
+        return due if due != float("inf") else None
+    if a.state is State.REFUSED:
+        return a.retry_at
+    if a.state is State.HANDING_OVER:
+        return a.handover_until
+    return None
+
+
 @dataclass(slots=True)
 class _Facts:
     settle_until: float | None = None
@@ -344,6 +361,16 @@ class Announcer:
         when the address leaves this node, so coming back does not skip the wait."""
         self._facts = _Facts()
         self._conflicts: ratelimit.PerKey[addresses.IP] = ratelimit.PerKey(timing.conflict_events)
+        self._timers: list[tuple[float, int, addresses.IP]] = []
+        self._timer_order = itertools.count()
+        """A heap of (deadline, order pushed, address), pushed whenever an address's deadline
+        changes; an entry whose address has another deadline by now is stale and skipped.
+        Timers and `next_deadline` cost the addresses due, not every address."""
+        self._handing: set[addresses.IP] = set()
+        """The addresses in HANDING_OVER."""
+        self._pending: set[addresses.IP] = set()
+        """The addresses in HELD, PROBING or REFUSED: not answered yet, so what the shell
+        knows of them (`Target.known`) still matters."""
 
     # --- reading --------------------------------------------------------------------------------
 
@@ -375,7 +402,12 @@ class Announcer:
         return f.settle_until is not None and (now >= f.settle_until or f.peers_heard)
 
     def handing_over(self) -> bool:
-        return any(a.state is State.HANDING_OVER for a in self._addresses.values())
+        return bool(self._handing)
+
+    def pending(self) -> frozenset[addresses.IP]:
+        """The addresses owned here and not answered yet (held, probing or refused): an
+        incremental `plan()` passes fresh targets for these as well as for those it changed."""
+        return frozenset(self._pending)
 
     def next_deadline(self) -> float | None:
         """When `tick` must be called at the latest (None: only inputs change anything)."""
@@ -385,13 +417,14 @@ class Announcer:
             times.append(f.settle_until)
         if f.isolated:
             times.append(f.bad_mac_at + self.timing.key_mismatch_window)
-        for a in self._addresses.values():
-            if a.state is State.ANNOUNCING and a.schedule is not None:
-                times.append(a.schedule.due)
-            elif a.state is State.REFUSED and a.retry_at is not None:
-                times.append(a.retry_at)
-            elif a.state is State.HANDING_OVER and a.handover_until is not None:
-                times.append(a.handover_until)
+        timers = self._timers
+        while timers:
+            due, _, ip = timers[0]
+            a = self._addresses.get(ip)
+            if a is not None and _deadline(a) == due:
+                times.append(due)
+                break
+            heapq.heappop(timers)  # stale
         return min(times, default=None)
 
     # --- inputs ---------------------------------------------------------------------------------
@@ -456,17 +489,43 @@ class Announcer:
         now: float,
         mine: Mapping[addresses.IP, Target],
         others: Mapping[addresses.IP, str | None] | None = None,
+        changed: Iterable[addresses.IP] | None = None,
     ) -> list[Action]:
         """The addresses this node owns (with their interfaces), and who owns the rest of the
-        plan's addresses (None: nobody can), to name the previous owner of a takeover."""
-        others = dict(others or {})
-        previous_others = self._others
-        self._targets, self._others = dict(mine), others
-        self._cleared &= set(mine) | set(others)
+        plan's addresses (None: nobody can), to name the previous owner of a takeover.
+
+        With `changed`, only those addresses changed since the last plan: `mine` and `others`
+        need to hold only them (an address of `changed` in neither is in the plan no more),
+        and only they are evaluated, so a plan costs the addresses it changed. The shell must
+        include `pending()` in `changed` when what it knows of them (`Target.known`) may
+        have changed."""
         self._refused_until = {ip: t for ip, t in self._refused_until.items() if t > now}
         actions: list[Action] = []
-        for ip in set(self._addresses) | set(mine):
-            actions += self._evaluate(ip, now, previous_others.get(ip))
+        if changed is None:
+            others = dict(others or {})
+            previous_others = self._others
+            self._targets, self._others = dict(mine), others
+            self._cleared &= set(mine) | set(others)
+            for ip in set(self._addresses) | set(mine):
+                actions += self._evaluate(ip, now, previous_others.get(ip))
+            return actions + self.tick(now)
+        others = others or {}
+        previous: dict[addresses.IP, str | None] = {}
+        for ip in changed:
+            previous[ip] = self._others.get(ip)
+            target = mine.get(ip)
+            if target is None:
+                self._targets.pop(ip, None)
+            else:
+                self._targets[ip] = target
+            if ip in others:
+                self._others[ip] = others[ip]
+            else:
+                self._others.pop(ip, None)
+            if target is None and ip not in others:
+                self._cleared.discard(ip)
+        for ip, came_from in previous.items():
+            actions += self._evaluate(ip, now, came_from)
         return actions + self.tick(now)
 
     def probed(
@@ -510,16 +569,32 @@ class Announcer:
     def tick(self, now: float) -> list[Action]:
         """Timers: settling and isolation ending, retries, gratuitous repeats, handover."""
         actions = self._node_facts(now)
-        # A timer may start another one due now (a retry announcing at once): a few passes.
-        for _ in range(3):
-            fired = False
-            for ip, a in list(self._addresses.items()):
-                event = self._due(a, now)
-                if event is not None:
-                    fired = True
-                    actions += self._fire(ip, event, now)
-            if not fired:
-                break
+        # A timer may start another one due now (a retry announcing at once): up to three
+        # firings per address and tick; what is still due waits for the next tick.
+        timers = self._timers
+        fired: dict[addresses.IP, int] = {}
+        later: list[tuple[float, int, addresses.IP]] = []
+        while timers and timers[0][0] <= now:
+            entry = heapq.heappop(timers)
+            ip = entry[2]
+            a = self._addresses.get(ip)
+            event = self._due(a, now) if a is not None else None
+            if event is None:
+                continue  # stale: the address has another deadline, or none
+            if fired.get(ip, 0) >= 3:
+                later.append(entry)
+                continue
+            fired[ip] = fired.get(ip, 0) + 1
+            actions += self._fire(ip, event, now)
+        for entry in later:
+            heapq.heappush(timers, entry)
+        if len(timers) > 4 * len(self._addresses) + 64:
+            self._timers = [
+                (d, next(self._timer_order), ip)
+                for ip, a in self._addresses.items()
+                if (d := _deadline(a)) is not None
+            ]
+            heapq.heapify(self._timers)
         return actions
 
     @staticmethod
@@ -587,6 +662,21 @@ class Announcer:
         *,
         detail: str = "",
         came_from: str | None = None,
+    ) -> list[Action]:
+        actions = self._step(ip, event, now, detail, came_from)
+        a = self._addresses.get(ip)
+        state = a.state if a is not None else State.WITHDRAWN
+        for states, members in ((_PENDING, self._pending), ((State.HANDING_OVER,), self._handing)):
+            if state in states:
+                members.add(ip)
+            else:
+                members.discard(ip)
+        if a is not None and (due := _deadline(a)) is not None:
+            heapq.heappush(self._timers, (due, next(self._timer_order), ip))
+        return actions
+
+    def _step(
+        self, ip: addresses.IP, event: Input, now: float, detail: str, came_from: str | None
     ) -> list[Action]:
         a = self._addresses.get(ip) or _Address()
         step = transition(a.state, event)

@@ -30,6 +30,10 @@ SOL_PACKET = 263
 PACKET_ADD_MEMBERSHIP = 1
 PACKET_DROP_MEMBERSHIP = 2
 PACKET_MR_MULTICAST = 0
+SO_RCVBUFFORCE = 33
+RECEIVE_BUFFER = 4 << 20
+"""Room for a burst: a router re-learning thousands of addresses at once asks for all of them
+within milliseconds, and every speaker receives every broadcast request."""
 
 _PACKET_MREQ = struct.Struct("@iHH8s")  # ifindex, type, address length, address
 _IPV6_MREQ = struct.Struct("@16sI")  # group, ifindex
@@ -43,6 +47,10 @@ def open_filtered(interface: str, ethertype: int, program: bpf.Program) -> socke
         # The kernel copies the program during the call; the buffer only has to outlive it.
         fprog = bpf.pack_fprog(len(program), ctypes.addressof(code))
         sock.setsockopt(socket.SOL_SOCKET, bpf.SO_ATTACH_FILTER, fprog)
+        try:  # beyond net.core.rmem_max for this socket only (CAP_NET_ADMIN)
+            sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RECEIVE_BUFFER)
+        except OSError:  # without the capability: as much as rmem_max allows
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
         sock.bind((interface, ethertype))
     except BaseException:
         sock.close()
@@ -58,7 +66,8 @@ class Memberships:
         self._index = index
         # Only ever used for its group memberships.
         self._group_socket = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-        self._joined: set[IPv6Address] = set()
+        self._joined: dict[IPv6Address, int] = {}
+        """Group -> how many of the addresses need it."""
 
     def update(self, addresses: set[IPv6Address]) -> None:
         """Join the groups `addresses` need, and leave the ones no longer needed.
@@ -66,13 +75,34 @@ class Memberships:
         Several addresses may share one group (the same low 24 bits): it stays joined while one
         of them needs it.
         """
-        wanted = {ndp.solicited_node_multicast(address) for address in addresses}
-        for group in self._joined - wanted:
+        wanted: dict[IPv6Address, int] = {}
+        for address in addresses:
+            group = ndp.solicited_node_multicast(address)
+            wanted[group] = wanted.get(group, 0) + 1
+        for group in self._joined.keys() - wanted.keys():
             self._leave(group)
-            self._joined.discard(group)
-        for group in wanted - self._joined:
+        for group in wanted.keys() - self._joined.keys():
             self._join(group)
-            self._joined.add(group)
+        self._joined = wanted
+
+    def add(self, address: IPv6Address) -> None:
+        """One more address needs its group (joined if it is the first)."""
+        group = ndp.solicited_node_multicast(address)
+        count = self._joined.get(group, 0)
+        if count == 0:
+            self._join(group)
+        self._joined[group] = count + 1
+
+    def remove(self, address: IPv6Address) -> None:
+        """One address less needs its group (left if it was the last)."""
+        group = ndp.solicited_node_multicast(address)
+        count = self._joined.get(group, 0)
+        if count <= 1:
+            self._joined.pop(group, None)
+            if count == 1:
+                self._leave(group)
+        else:
+            self._joined[group] = count - 1
 
     def close(self) -> None:
         self._group_socket.close()

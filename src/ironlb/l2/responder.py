@@ -150,15 +150,19 @@ class Responder:
 
     def announce(self, address: Address) -> None:
         """Answer for `address` from now on."""
+        if address in self._owned:
+            return
         self._owned.add(address)
         if isinstance(address, IPv6Address) and self._memberships is not None:
-            self._memberships.update(self._owned_ipv6())
+            self._memberships.add(address)
 
     def withdraw(self, address: Address) -> None:
         """Stop answering for `address`, at once."""
+        if address not in self._owned:
+            return
         self._owned.discard(address)
         if isinstance(address, IPv6Address) and self._memberships is not None:
-            self._memberships.update(self._owned_ipv6())
+            self._memberships.remove(address)
 
     def send_gratuitous(self, address: Address) -> None:
         """Tell the LAN that owned `address` is at this interface's MAC: a gratuitous ARP request

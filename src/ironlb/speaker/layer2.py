@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 
 from prometheus_client import Counter, Gauge
 
@@ -53,6 +53,7 @@ ISOLATED = Gauge(
     " has the wrong key and announces nothing",
 )
 SETTLE = 1.0
+_ANSWERING = (announcer.State.ANNOUNCING, announcer.State.HANDING_OVER)
 """Seconds to wait for peers to answer before announcing after start or carrier return."""
 
 
@@ -93,8 +94,9 @@ class AnnouncerShell:
         self._links: Mapping[int, net_links.Link] = {}
         self._links_seen: tuple[tuple[int, net_links.Link], ...] = ()
         self._choices: dict[
-            tuple[addresses.IP, frozenset[str]], interfaces.Choice[net_links.Link]
+            addresses.IP, tuple[frozenset[str], interfaces.Choice[net_links.Link]]
         ] = {}
+        """Address -> (the interfaces its Services ask for, the interfaces chosen)."""
         self._on: dict[addresses.IP, tuple[str, ...]] = {}
         """Address -> interfaces whose responder answers for it."""
         self._probing: dict[addresses.IP, str] = {}
@@ -105,7 +107,7 @@ class AnnouncerShell:
         self._metric_labels: dict[addresses.IP, list[tuple[str, str, str, str]]] = {}
         self._tasks: asyncio.TaskGroup | None = None
         # Read by `speaker.report` (ironlb status / doctor); nothing here decides from them.
-        self._wanted: dict[addresses.IP, announce.Announcement] = {}
+        self._wanted: Mapping[addresses.IP, announce.Announcement] = {}
         self._claimed: dict[addresses.IP, ethernet.MacAddress] = {}
         self._in_use_by: dict[addresses.IP, ethernet.MacAddress] = {}
 
@@ -161,36 +163,54 @@ class AnnouncerShell:
         mine: Mapping[addresses.IP, announce.Announcement],
         others: Mapping[addresses.IP, str | None],
         links: Mapping[int, net_links.Link],
+        changed: Collection[addresses.IP] | None = None,
     ) -> None:
-        """Make the core announce exactly `mine`."""
-        self._wanted = dict(mine)
+        """Make the core announce exactly `mine`. With `changed`, only those addresses'
+        entries in `mine` and `others` changed since the last call: only they (and the ones the
+        core has not answered yet, whose `known` may have changed) are worked on, so an event
+        costs the addresses it moved, not all this node answers for."""
+        self._wanted = mine  # read-only; the speaker replaces it on a full plan
         seen = tuple(links.items())  # the monitor updates its table in place
         if seen != self._links_seen:
             self._choices.clear()  # choices hold while the links do
             self._links_seen = seen
+            changed = None
         self._links = links
-        choices = {}
-        for ip, a in mine.items():
-            choice = self._choices.get((ip, a.interfaces))
-            if choice is None:
-                choice = interfaces.choose(ip, links.values(), a.interfaces, self._excluded)
-                self._choices[(ip, a.interfaces)] = choice
-            choices[ip] = choice
-        for stale in [k for k in self._choices if k[0] not in mine]:
-            del self._choices[stale]
-        answering = self.core.answering()
+        if changed is None:
+            ips: Collection[addresses.IP] = mine.keys()
+            for stale in [ip for ip in self._choices if ip not in mine]:
+                del self._choices[stale]
+        else:
+            ips = set(changed) | (self.core.pending() & mine.keys())
+            for ip in changed:
+                if ip not in mine:
+                    self._choices.pop(ip, None)
         targets = {}
-        for ip, a in mine.items():
-            choice = choices[ip]
+        for ip in ips:
+            a = mine.get(ip)
+            if a is None:
+                continue
+            chosen = self._choices.get(ip)
+            if chosen is not None and chosen[0] == a.interfaces:
+                choice = chosen[1]
+            else:
+                choice = interfaces.choose(ip, links.values(), a.interfaces, self._excluded)
+                self._choices[ip] = (a.interfaces, choice)
+            state = self.core.state(ip)
             targets[ip] = announcer.Target(
                 tuple(sorted(link.name for link in choice.chosen)),
                 a.services,
                 refresh=a.refresh,
                 # Announced by some node before (restarts included): a failover, no probe.
-                known=ip in answering or bool(self._announced_by(a.services)),
+                known=state in _ANSWERING or bool(self._announced_by(a.services)),
                 why_none="; ".join(f"{k}: {v}" for k, v in choice.rejected.items()),
             )
-        self._feed(self.core.plan(time.monotonic(), targets, others))
+        now = time.monotonic()
+        if changed is None:
+            self._feed(self.core.plan(now, targets, others))
+        else:
+            some = {ip: others[ip] for ip in ips if ip in others}
+            self._feed(self.core.plan(now, targets, some, ips))
 
     def _conflict(self, ip: responder.Address, mac: ethernet.MacAddress) -> None:
         self._claimed[ip] = mac
@@ -226,7 +246,10 @@ class AnnouncerShell:
                 self._forget(ip)
 
     async def _carry_out(self, actions: list[announcer.Action]) -> None:
-        before = dict(self._on)
+        # Only these change what is answered where; gratuitous repeats (most actions, with many
+        # addresses) cost no look at the rest.
+        moved = {a.address for a in actions if isinstance(a, announcer.Answer | announcer.Stop)}
+        before = {ip: self._on.get(ip) for ip in moved}
         for action in actions:
             if isinstance(action, announcer.Probe):
                 if self._tasks is not None and action.address not in self._probing:
@@ -258,11 +281,13 @@ class AnnouncerShell:
                     )
                 else:
                     log.info("membership verified again")
-        await self._close_unused_responders()
-        if self._on != before:
-            self._answering_changed(
-                {ip for ip in before.keys() | self._on.keys() if before.get(ip) != self._on.get(ip)}
-            )
+        if any(not isinstance(a, announcer.Gratuitous) for a in actions):
+            await self._close_unused_responders()
+        # An address whose answering failed is fed back to the core, which stops it in a later
+        # batch (a Stop, counted then).
+        answering = {ip for ip in moved if before[ip] != self._on.get(ip)}
+        if answering:
+            self._answering_changed(answering)
 
     async def _probe(self, action: announcer.Probe) -> None:
         """RFC 5227 probe / DAD; the result goes straight back to the core."""

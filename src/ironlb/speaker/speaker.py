@@ -441,7 +441,7 @@ class Speaker:
             return
         self._membership_facts(live)
         touched = self._index_l2(plan, affected)
-        self.layer2.apply(self._l2_mine, self._l2_others, self.links)
+        self.layer2.apply(self._l2_mine, self._l2_others, self.links, affected)
         self._l2_plan = plan
         if touched is None:
             self._publish_l2_status()

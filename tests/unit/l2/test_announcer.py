@@ -547,3 +547,104 @@ def test_properties_over_random_inputs(steps: list[tuple[object, ...]]) -> None:
         # A deadline is never in the past after an input was handled.
         due = core.next_deadline()
         assert due is None or due > now
+
+
+def _placed(target: announcer.Target | None) -> tuple[str, ...] | None:
+    return target.interfaces if target is not None else None
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(STEPS)
+def test_an_incremental_plan_does_what_a_full_one_does(steps: list[tuple[object, ...]]) -> None:
+    """A core given only what changed (and its pending addresses, as the speaker gives it)
+    acts exactly as one given the whole plan every time: the same actions, states, deadlines."""
+    full = announcer.Announcer("node-1", TIMING)
+    part = announcer.Announcer("node-1", TIMING)
+    now = 0.0
+    bad_mac = 0
+    last_mine: dict[addresses.IP, announcer.Target] = {}
+    last_others: dict[addresses.IP, str | None] = {}
+
+    def same(a: list[announcer.Action], b: list[announcer.Action]) -> None:
+        assert sorted(map(repr, a)) == sorted(map(repr, b))
+        assert full.states() == part.states()
+        assert full.next_deadline() == part.next_deadline()
+        assert full.handing_over() == part.handing_over()
+
+    same(full.start(now), part.start(now))
+    for step in steps:
+        kind = step[0]
+        if kind == "plan":
+            mine = {
+                ip: announcer.Target(ifaces, (SVC,), known=known)  # type: ignore[arg-type]
+                for ip, (ifaces, known) in step[1].items()  # type: ignore[attr-defined]
+            }
+            others = {ip: o for ip, o in step[2].items() if ip not in mine}  # type: ignore[attr-defined]
+            # As the speaker: what the plan changed (owner, interfaces), not what it knows of
+            # an address (`known`), which may change for any pending one.
+            changed = {
+                ip
+                for ip in {*mine, *others, *last_mine, *last_others}
+                if _placed(mine.get(ip)) != _placed(last_mine.get(ip))
+                or (ip in others) != (ip in last_others)
+                or others.get(ip) != last_others.get(ip)
+            } | part.pending()
+            last_mine, last_others = mine, others
+            some_mine = {ip: t for ip, t in mine.items() if ip in changed}
+            some_others = {ip: o for ip, o in others.items() if ip in changed}
+            same(full.plan(now, mine, others), part.plan(now, some_mine, some_others, changed))
+        elif kind == "probed":
+            ip, who = step[1], step[2]
+            assert isinstance(ip, IPv4Address | IPv6Address)
+            if full.state(ip) is S.PROBING:
+                mac = "02:00:5e:00:00:99" if who is not None else None
+                member = who if who not in (None, "stranger") else None
+                same(
+                    full.probed(now, ip, mac, member=member),  # type: ignore[arg-type]
+                    part.probed(now, ip, mac, member=member),  # type: ignore[arg-type]
+                )
+        elif kind == "claimed":
+            ip = step[1]
+            assert isinstance(ip, IPv4Address | IPv6Address)
+            mac = "02:00:5e:00:00:02"
+            same(full.claimed(now, ip, mac), part.claimed(now, ip, mac))
+        elif kind == "failed":
+            ip = step[1]
+            assert isinstance(ip, IPv4Address | IPv6Address)
+            same(full.failed(now, ip, "gone"), part.failed(now, ip, "gone"))
+        elif kind in ("wait", "deadline"):
+            if kind == "wait":
+                assert isinstance(step[1], float)
+                now += step[1]
+            else:
+                due = full.next_deadline()
+                now = max(now, due) if due is not None else now
+            same(full.tick(now), part.tick(now))
+        elif kind == "membership":
+            running, heard, verified = (bool(x) for x in step[1:])
+            bad_mac += 1
+            facts = {"running": running, "peers_heard": heard, "verified_peers": verified}
+            same(
+                full.membership(now, bad_mac=bad_mac, **facts),
+                part.membership(now, bad_mac=bad_mac, **facts),
+            )
+        elif kind == "carrier":
+            same(full.carrier(now, up=True), part.carrier(now, up=True))
+        elif kind == "drain":
+            same(full.drain(now), part.drain(now))
+
+
+def test_an_incremental_plan_takes_the_fresh_target_of_a_held_address() -> None:
+    """While settling, a held address learns that another node announced it before (`known`):
+    an incremental plan that passes it as pending makes the core take it over without a probe
+    once settled, as a full plan would."""
+    core = announcer.Announcer("node-1", TIMING)
+    core.start(0.0)
+    ip = IPv4Address("198.18.0.240")
+    core.plan(0.1, {ip: target()}, {})
+    assert core.state(ip) is S.HELD
+    assert core.pending() == {ip}
+    core.plan(0.2, {ip: target(known=True)}, {}, changed=core.pending())
+    actions = core.tick(TIMING.settle + 0.1)
+    assert not of(actions, announcer.Probe)
+    assert core.state(ip) is S.ANNOUNCING
