@@ -24,7 +24,7 @@ APT_PACKAGES += mmdebstrap umoci containerd runc
 APT_PACKAGES += containernetworking-plugins
 
 .PHONY: help test lab lab-down lab-status check unit fuzz deps apt venv kube image peers lab-images crds bench-quick \
-        clean
+        compare clean
 
 help:
 	@echo "make lab     bring up a lab cluster: real nodes (kubelet, containerd, kube-proxy), ironlb"
@@ -33,6 +33,8 @@ help:
 	@echo "make lab-down / lab-status / check (lint+types only) / unit (unit tests only)"
 	@echo "make image   build ironlb's OCI image archive (no Docker needed; prints its path)"
 	@echo "make fuzz    every network decoder fed 10^6 random and corrupted inputs (hours)"
+	@echo "make compare ironlb side by side with MetalLB v0.15.2 and kube-vip v1.2.2, same lab"
+	@echo "             (builds both; about 15 min; COMPARE_ARGS=--quick: about 2 min)"
 
 test: deps peers check lab-images
 	$(BIN)/pytest tests
@@ -117,7 +119,14 @@ crds: venv
 
 BENCHES := $(filter-out bench/common.py,$(wildcard bench/*.py))
 
-bench-quick: deps
+# Side by side, by the same procedure in the same lab: MetalLB (layer-2 failover, allocation,
+# controller restart, memory) and kube-vip (the control-plane VIP). Not part of `make test`.
+COMPARE_ARGS ?=
+compare: deps peers
+	$(BIN)/python bench/compare.py $(COMPARE_ARGS)
+	$(BIN)/python bench/cpvip_failover.py $(if $(filter --quick,$(COMPARE_ARGS)),--quick)
+
+bench-quick: deps peers
 	@for b in $(BENCHES); do echo "== $$b"; $(BIN)/python $$b --quick | tail -n 1; done
 
 clean:

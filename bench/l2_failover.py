@@ -32,6 +32,9 @@ NODES = (1, 2, 3)
 
 
 class Bench:
+    stream = 400
+    """Requests per kill, one every 10 ms: 4 s of them, stopped at the failover."""
+
     def __init__(self, c: lab_cluster.Cluster) -> None:
         self.c = c
         self.hosts, self.client, self.procs = common.layer2_service(c, NODES)
@@ -72,7 +75,7 @@ class Bench:
         old = self.owner()
         index = int(old.removeprefix("node-"))
         stream = traffic.Stream(
-            self.client.ns.name, self.ip, count=400, interval=0.01, timeout=0.3
+            self.client.ns.name, self.ip, count=self.stream, interval=0.01, timeout=0.3
         ).start()
         time.sleep(0.5)
         self.speakers.pop(index).kill()

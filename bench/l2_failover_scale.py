@@ -34,6 +34,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from ipaddress import IPv4Address, IPv6Address, ip_address
 
 import common
@@ -66,7 +67,8 @@ def service(i: int) -> k8s.Obj:
     }
 
 
-def endpoint_slice(i: int) -> k8s.Obj:
+def endpoint_slice(i: int, nodes: tuple[int, ...] = NODES) -> k8s.Obj:
+    """Service s<i>'s EndpointSlice: a serving endpoint on each of `nodes`."""
     return {
         "metadata": {
             "name": f"s{i:05d}-lab",
@@ -79,10 +81,52 @@ def endpoint_slice(i: int) -> k8s.Obj:
                 "nodeName": f"node-{n}",
                 "conditions": {"ready": True, "serving": True},
             }
-            for n in NODES
+            for n in nodes
         ],
         "ports": [{"name": "http", "port": topology.BACKEND_PORT, "protocol": "TCP"}],
     }
+
+
+async def l2_pool(admin: k8s.Client, namespace: str, name: str, addresses: list[str]) -> None:
+    """Namespace `namespace` for the Services, and pool `name` announced by layer 2."""
+    await admin.create(k8s.NAMESPACES, {"metadata": {"name": namespace}})
+    config = lab_cluster.CONFIG_NAMESPACE
+    pool = {"metadata": {"name": name}, "spec": {"addresses": addresses}}
+    await admin.create(k8s.IP_ADDRESS_POOLS, pool, config)
+    l2 = {"metadata": {"name": name}, "spec": {"ipAddressPools": [name]}}
+    await admin.create(k8s.L2_ADVERTISEMENTS, l2, config)
+
+
+async def each(count: int, work: Callable[[int], Awaitable[None]], workers: int = 16) -> None:
+    """work(0) ... work(count - 1), `workers` at a time."""
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(count):
+        queue.put_nowait(i)
+
+    async def worker() -> None:
+        while not queue.empty():
+            await work(queue.get_nowait())
+
+    async with asyncio.TaskGroup() as tg:
+        for _ in range(workers):
+            tg.create_task(worker())
+
+
+async def assigned(admin: k8s.Client, namespace: str, expected: int) -> list[str]:
+    """Every address of the namespace's Services, once there are `expected` (300 s at most)."""
+    deadline = time.monotonic() + 300
+    ips: list[str] = []
+    while time.monotonic() < deadline:
+        items, _ = await admin.list_all(k8s.SERVICES, namespace)
+        ips = [
+            i["ip"]
+            for s in items
+            for i in ((s.get("status") or {}).get("loadBalancer") or {}).get("ingress", [])
+        ]
+        if len(ips) == expected:
+            return sorted(ips)
+        await asyncio.sleep(1.0)
+    raise SystemExit(f"only {len(ips)} of {expected} addresses assigned after 300 s")
 
 
 class Observer:
@@ -177,68 +221,24 @@ class Observer:
         self.sock.close()
 
 
-class Bench:
-    def __init__(self, c: lab_cluster.Cluster, count: int) -> None:
-        self.c = c
-        self.count = count
-        self.hosts = {i: c.lab.add_node(i) for i in NODES}
-        self.client = c.lab.add_client()
-        for i, host in self.hosts.items():
-            components.register_node(c, i, host)
-        self.macs = {host.mac: i for i, host in self.hosts.items()}
-        self.procs = [components.start_controller(c, webhook=False)]
-        self.speakers: dict[int, components.Process] = {}
-        self.start_speakers(NODES)
-        self.observer = Observer(self.client)
-        self.addresses: list[str] = []
+class Nodes:
+    """What the layer-2 scale benches share: the nodes, their speakers and MACs, the observer
+    and the addresses; who owns what, and one owner's death as the observer sees it."""
 
-    def start_speakers(self, indexes: tuple[int, ...]) -> None:
-        for i in indexes:
-            self.speakers[i] = components.start_speaker(
-                self.c, i, extra=("--log-level=info",), wait=False
-            )
-        for i in indexes:
-            self.speakers[i].wait_ready()
+    hosts: dict[int, topology.Host]
+    speakers: dict[int, components.Process]
+    macs: dict[str, int]
+    """Node MAC -> node index."""
+    observer: Observer
+    addresses: list[str]
 
-    async def create(self) -> None:
-        async with k8s.Client.from_config(
-            self.c.control_plane.admin_kubeconfig, max_connections=32
-        ) as admin:
-            await admin.create(k8s.NAMESPACES, {"metadata": {"name": NS}})
-            ns = lab_cluster.CONFIG_NAMESPACE
-            pool = {"metadata": {"name": "scale"}, "spec": {"addresses": list(POOL)}}
-            await admin.create(k8s.IP_ADDRESS_POOLS, pool, ns)
-            l2 = {"metadata": {"name": "scale"}, "spec": {"ipAddressPools": ["scale"]}}
-            await admin.create(k8s.L2_ADVERTISEMENTS, l2, ns)
-            queue: asyncio.Queue[int] = asyncio.Queue()
-            for i in range(self.count):
-                queue.put_nowait(i)
+    def restart(self, index: int) -> None:
+        """Start node-`index`'s speaker again and wait until it is ready."""
+        raise NotImplementedError
 
-            async def worker() -> None:
-                while not queue.empty():
-                    i = queue.get_nowait()
-                    await admin.create(k8s.ENDPOINT_SLICES, endpoint_slice(i), NS)
-                    await admin.create(k8s.SERVICES, service(i), NS)
-
-            async with asyncio.TaskGroup() as tg:
-                for _ in range(16):
-                    tg.create_task(worker())
-            deadline = time.monotonic() + 300
-            while time.monotonic() < deadline:
-                items, _ = await admin.list_all(k8s.SERVICES, NS)
-                ips = [
-                    i["ip"]
-                    for s in items
-                    for i in ((s.get("status") or {}).get("loadBalancer") or {}).get("ingress", [])
-                ]
-                if len(ips) == 2 * self.count:
-                    self.addresses = sorted(ips)
-                    return
-                await asyncio.sleep(1.0)
-        raise SystemExit(f"only {len(ips)} of {2 * self.count} addresses assigned after 300 s")
-
-    def owners(self, within: float = 60.0) -> dict[str, int]:
-        """Every address's one owner (node index), once every address has exactly one."""
+    def owners(self, within: float = 120.0) -> dict[str, int]:
+        """Every address's one owner (node index), once every address has exactly one, and
+        it is a node whose speaker runs."""
         deadline = time.monotonic() + within
         problems: list[str] = []
         while time.monotonic() < deadline:
@@ -251,19 +251,21 @@ class Bench:
             problems, owners = [], {}
             for ip in self.addresses:
                 macs = set(seen.get(ip, {}))
-                if len(macs) != 1 or next(iter(macs)) not in self.macs:
-                    problems.append(f"{ip}: {sorted(macs) or 'no answer'}")
+                mac = next(iter(macs)) if len(macs) == 1 else ""
+                if mac in self.macs and self.macs[mac] in self.speakers:
+                    owners[ip] = self.macs[mac]
                 else:
-                    owners[ip] = self.macs[next(iter(macs))]
+                    problems.append(f"{ip}: {sorted(macs) or 'no answer'}")
             if not problems:
                 return owners
             time.sleep(0.5)
         raise SystemExit(f"{len(problems)} addresses without exactly one owner: {problems[:5]}")
 
-    def kill_round(self) -> tuple[float, int, int, list[float]]:
-        """(last address's time, node killed, addresses it owned, every address's time)."""
+    def kill_round(self) -> tuple[int, list[float]]:
+        """Kill the node owning the most addresses: (its index, the time each of its addresses
+        took to be answered by a survivor, TIMEOUT for one never answered)."""
         owners = self.owners()
-        victim, owned = Counter(owners.values()).most_common(1)[0]
+        victim, _ = Counter(owners.values()).most_common(1)[0]
         mine = [ip for ip, n in owners.items() if n == victim]
         survivors = {host.mac for i, host in self.hosts.items() if i != victim}
         time.sleep(1.0)  # past the probe answers: a steady state
@@ -287,11 +289,48 @@ class Bench:
                     answered[ip] = min(times) - start
             pending = [ip for ip in pending if ip not in answered]
         self.hosts[victim].ns.ip("link", "set", "eth0", "up")
-        self.start_speakers((victim,))
-        times = [answered.get(ip, TIMEOUT) for ip in mine]
-        if pending:
-            print(f"  {len(pending)} of {owned} addresses not answered within {TIMEOUT:.0f} s")
-        return max(times), victim, owned, times
+        self.restart(victim)
+        return victim, [answered.get(ip, TIMEOUT) for ip in mine]
+
+
+class Bench(Nodes):
+    def __init__(self, c: lab_cluster.Cluster, count: int) -> None:
+        self.c = c
+        self.count = count
+        self.hosts = {i: c.lab.add_node(i) for i in NODES}
+        self.client = c.lab.add_client()
+        for i, host in self.hosts.items():
+            components.register_node(c, i, host)
+        self.macs = {host.mac: i for i, host in self.hosts.items()}
+        self.procs = [components.start_controller(c, webhook=False)]
+        self.speakers: dict[int, components.Process] = {}
+        self.start_speakers(NODES)
+        self.observer = Observer(self.client)
+        self.addresses: list[str] = []
+
+    def start_speakers(self, indexes: tuple[int, ...]) -> None:
+        for i in indexes:
+            self.speakers[i] = components.start_speaker(
+                self.c, i, extra=("--log-level=info",), wait=False
+            )
+        for i in indexes:
+            self.speakers[i].wait_ready()
+
+    def restart(self, index: int) -> None:
+        self.start_speakers((index,))
+
+    async def create(self) -> None:
+        async with k8s.Client.from_config(
+            self.c.control_plane.admin_kubeconfig, max_connections=32
+        ) as admin:
+            await l2_pool(admin, NS, "scale", list(POOL))
+
+            async def one(i: int) -> None:
+                await admin.create(k8s.ENDPOINT_SLICES, endpoint_slice(i), NS)
+                await admin.create(k8s.SERVICES, service(i), NS)
+
+            await each(self.count, one)
+            self.addresses = await assigned(admin, NS, 2 * self.count)
 
     def close(self) -> None:
         self.observer.close()
@@ -323,7 +362,8 @@ def main() -> int:
                 flush=True,
             )
             for k in range(kills):
-                last, victim, owned, times = bench.kill_round()
+                victim, times = bench.kill_round()
+                last, owned = max(times), len(times)
                 lasts.append(last * 1000)
                 every.extend(t * 1000 for t in times)
                 timeouts += sum(1 for t in times if t >= TIMEOUT)

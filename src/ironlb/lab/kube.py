@@ -351,6 +351,10 @@ class ControlPlane:
         proc.kill()
         proc.wait(10)
 
+    def pids(self) -> dict[str, int]:
+        """The running components' process IDs, by name (for a bench's CPU accounting)."""
+        return {name: p.pid for name, p in self._procs.items() if p.poll() is None}
+
     @contextlib.contextmanager
     def paused(self, name: str = "kube-apiserver") -> Iterator[None]:
         """SIGSTOP one component for the duration (connections stay open, nothing answers: an

@@ -185,6 +185,8 @@ class MetalLB:
     cluster: lab_cluster.Cluster
     controller: components.Process
     speakers: dict[str, components.Process] = field(default_factory=dict)
+    log_level: str = "info"
+    bgp_type: str = "native"
 
     @classmethod
     def start(
@@ -197,43 +199,33 @@ class MetalLB:
     ) -> MetalLB:
         """Start the controller (which creates the memberlist Secret), then one speaker per
         node `node-<i>` (lab hosts already added and Nodes registered)."""
-        bins = binaries()
-        kubeconfig = str(c.control_plane.admin_kubeconfig)
-        env = {**os.environ, "KUBECONFIG": kubeconfig}
         _ensure_deployment(c)
-        host = c.ctl
-        log = c.lab.workdir / "metallb-controller.log"
-        proc = host.ns.spawn(
-            [
-                str(bins / "controller"),
-                f"--namespace={NAMESPACE}",
-                f"--port={METRICS_PORT}",
-                f"--ml-secret-name={MEMBERLIST_SECRET}",
-                f"--deployment={CONTROLLER_DEPLOYMENT}",
-                "--webhook-mode=disabled",
-                "--disable-cert-rotation",
-                f"--log-level={log_level}",
-            ],
-            log=log,
-            env=env,
-        )
-        controller = components.Process(
-            "metallb-controller", host.ns, proc, log, f"http://{host.ipv4}:{METRICS_PORT}"
-        )
-        running = cls(c, controller)
+        controller = _start_controller(c, log_level)
+        running = cls(c, controller, log_level=log_level, bgp_type=bgp_type)
         try:
             key = _wait_secret_key(c, controller)
-            keydir = c.lab.workdir / "metallb-memberlist"
+            keydir = _keydir(c)
             keydir.mkdir(exist_ok=True)
             (keydir / "secretkey").write_text(key)
             for i in nodes:
-                running.speakers[f"node-{i}"] = _start_speaker(
-                    c, i, bins, keydir, env, log_level, bgp_type
-                )
+                running.start_speaker(i)
         except BaseException:
             running.stop()
             raise
         return running
+
+    def restart_controller(self) -> components.Process:
+        """Start the controller again (after it was killed: a restart of its Pod)."""
+        self.controller = _start_controller(self.cluster, self.log_level)
+        return self.controller
+
+    def start_speaker(self, index: int) -> components.Process:
+        """(Re)start the speaker of node-`index` (a node coming back after its death)."""
+        c = self.cluster
+        env = {**os.environ, "KUBECONFIG": str(c.control_plane.admin_kubeconfig)}
+        proc = _start_speaker(c, index, binaries(), _keydir(c), env, self.log_level, self.bgp_type)
+        self.speakers[f"node-{index}"] = proc
+        return proc
 
     def processes(self) -> Iterable[components.Process]:
         yield self.controller
@@ -328,6 +320,33 @@ def _wait_secret_key(c: lab_cluster.Cluster, controller: components.Process) -> 
             raise netns.LabError(f"MetalLB's controller exited:\n{controller.log_text()[-2000:]}")
         time.sleep(0.2)
     raise netns.LabError("MetalLB's controller made no memberlist Secret in 30 s")
+
+
+def _start_controller(c: lab_cluster.Cluster, log_level: str) -> components.Process:
+    env = {**os.environ, "KUBECONFIG": str(c.control_plane.admin_kubeconfig)}
+    host = c.ctl
+    log = c.lab.workdir / "metallb-controller.log"
+    proc = host.ns.spawn(
+        [
+            str(binaries() / "controller"),
+            f"--namespace={NAMESPACE}",
+            f"--port={METRICS_PORT}",
+            f"--ml-secret-name={MEMBERLIST_SECRET}",
+            f"--deployment={CONTROLLER_DEPLOYMENT}",
+            "--webhook-mode=disabled",
+            "--disable-cert-rotation",
+            f"--log-level={log_level}",
+        ],
+        log=log,
+        env=env,
+    )
+    return components.Process(
+        "metallb-controller", host.ns, proc, log, f"http://{host.ipv4}:{METRICS_PORT}"
+    )
+
+
+def _keydir(c: lab_cluster.Cluster) -> Path:
+    return c.lab.workdir / "metallb-memberlist"
 
 
 def _start_speaker(
