@@ -34,7 +34,7 @@ help:
 	@echo "make image   build ironlb's OCI image archive (no Docker needed; prints its path)"
 	@echo "make fuzz    every network decoder fed 10^6 random and corrupted inputs (hours)"
 	@echo "make compare ironlb side by side with MetalLB v0.15.2 and kube-vip v1.2.2, same lab"
-	@echo "             (builds both; about 15 min; COMPARE_ARGS=--quick: about 2 min)"
+	@echo "             (builds both; COMPARE_ARGS=--quick: the short forms, about 2 min)"
 
 test: deps peers check lab-images
 	$(BIN)/pytest tests
