@@ -53,8 +53,8 @@ ISOLATED = Gauge(
     " has the wrong key and announces nothing",
 )
 SETTLE = 1.0
-_ANSWERING = (announcer.State.ANNOUNCING, announcer.State.HANDING_OVER)
 """Seconds to wait for peers to answer before announcing after start or carrier return."""
+_ANSWERING = (announcer.State.ANNOUNCING, announcer.State.HANDING_OVER)
 
 
 def timing(settings: settings_.Settings) -> announcer.Timing:
