@@ -362,10 +362,10 @@ class Announcer:
         self._facts = _Facts()
         self._conflicts: ratelimit.PerKey[addresses.IP] = ratelimit.PerKey(timing.conflict_events)
         self._timers: list[tuple[float, int, addresses.IP]] = []
-        self._timer_order = itertools.count()
         """A heap of (deadline, order pushed, address), pushed whenever an address's deadline
         changes; an entry whose address has another deadline by now is stale and skipped.
         Timers and `next_deadline` cost the addresses due, not every address."""
+        self._timer_order = itertools.count()
         self._handing: set[addresses.IP] = set()
         """The addresses in HANDING_OVER."""
         self._pending: set[addresses.IP] = set()
