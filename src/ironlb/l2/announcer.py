@@ -316,7 +316,7 @@ class _Address:
     claimed_by: str = ""
 
 
-_PENDING = (State.HELD, State.PROBING, State.REFUSED)
+_ANSWERED = (State.ANNOUNCING, State.HANDING_OVER)
 
 
 def _deadline(a: _Address) -> float | None:
@@ -369,8 +369,8 @@ class Announcer:
         self._handing: set[addresses.IP] = set()
         """The addresses in HANDING_OVER."""
         self._pending: set[addresses.IP] = set()
-        """The addresses in HELD, PROBING or REFUSED: not answered yet, so what the shell
-        knows of them (`Target.known`) still matters."""
+        """The addresses of `_targets` not answered here: what the shell knows of them
+        (`Target.known`) still matters when they are (re)evaluated."""
 
     # --- reading --------------------------------------------------------------------------------
 
@@ -405,8 +405,9 @@ class Announcer:
         return bool(self._handing)
 
     def pending(self) -> frozenset[addresses.IP]:
-        """The addresses owned here and not answered yet (held, probing or refused): an
-        incremental `plan()` passes fresh targets for these as well as for those it changed."""
+        """The addresses owned here and not answered (held, probing, refused, or withdrawn:
+        not started, isolated, no usable interface): an incremental `plan()` passes fresh
+        targets for these as well as for those it changed."""
         return frozenset(self._pending)
 
     def next_deadline(self) -> float | None:
@@ -506,6 +507,7 @@ class Announcer:
             previous_others = self._others
             self._targets, self._others = dict(mine), others
             self._cleared &= set(mine) | set(others)
+            self._pending = {ip for ip in self._targets if self.state(ip) not in _ANSWERED}
             for ip in set(self._addresses) | set(mine):
                 actions += self._evaluate(ip, now, previous_others.get(ip))
             return actions + self.tick(now)
@@ -666,11 +668,14 @@ class Announcer:
         actions = self._step(ip, event, now, detail, came_from)
         a = self._addresses.get(ip)
         state = a.state if a is not None else State.WITHDRAWN
-        for states, members in ((_PENDING, self._pending), ((State.HANDING_OVER,), self._handing)):
-            if state in states:
-                members.add(ip)
-            else:
-                members.discard(ip)
+        if state is State.HANDING_OVER:
+            self._handing.add(ip)
+        else:
+            self._handing.discard(ip)
+        if ip in self._targets and state not in _ANSWERED:
+            self._pending.add(ip)
+        else:
+            self._pending.discard(ip)
         if a is not None and (due := _deadline(a)) is not None:
             heapq.heappush(self._timers, (due, next(self._timer_order), ip))
         return actions
