@@ -175,6 +175,10 @@ class Lab:
         """Create namespace `role` (unless given) and plug `dev` into the LAN switch."""
         ns = ns or netns.Netns.create(self.ns_name(role))
         port = port or role[:15]
+        # A port of the same name left on the switch (an earlier host of this role whose
+        # namespace outlived its deletion, held by some process) would make the new link fail:
+        # deleting it takes the old pair down with it.
+        self.switch.ip("link", "del", port, check=False)
         netns.veth(ns, dev, self.switch, port)
         self.switch.ip("link", "set", port, "master", "br0")
         ipv4, ipv6 = lan_addresses(host)
