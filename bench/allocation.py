@@ -147,9 +147,10 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def rss_peak_mb(proc: components.Process) -> float:
-    for line in Path(f"/proc/{proc.proc.pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+def status_mb(pid: int, field: str = "VmRSS") -> float:
+    """A memory figure of /proc/<pid>/status (VmRSS, VmHWM: the peak) in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -213,7 +214,7 @@ async def bench(c: lab_cluster.Cluster, count: int, probes: int, rate: float) ->
                 f"p50 {common.pct(single, 0.5):.1f} ms, p99 {common.pct(single, 0.99):.1f} ms, "
                 f"mean {statistics.mean(single):.1f} ms"
             )
-            rss_before = rss_peak_mb(ctl)
+            rss_before = status_mb(ctl.proc.pid, "VmHWM")
 
             ctl.kill()
             start = time.monotonic()
@@ -230,9 +231,10 @@ async def bench(c: lab_cluster.Cluster, count: int, probes: int, rate: float) ->
                 f"assigned); writes by the new controller: {updates:.0f} (the new Service's "
                 "status and annotation, plus any write the killed one left unfinished)"
             )
+            rss_after = status_mb(ctl.proc.pid, "VmHWM")
             print(
-                f"phase 4: controller peak RSS {max(rss_before, rss_peak_mb(ctl)):.0f} MB "
-                f"(first run {rss_before:.0f} MB, after restart {rss_peak_mb(ctl):.0f} MB)"
+                f"phase 4: controller peak RSS {max(rss_before, rss_after):.0f} MB "
+                f"(first run {rss_before:.0f} MB, after restart {rss_after:.0f} MB)"
             )
             watch.cancel()
     ctl.stop()

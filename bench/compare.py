@@ -38,7 +38,6 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import allocation
 import common
@@ -143,13 +142,6 @@ def _wait_metrics(proc: components.Process, within: float = 30.0) -> None:
             return
         time.sleep(0.1)
     raise SystemExit(f"{proc.name} not serving /metrics after {within:.0f} s")
-
-
-def rss_mb(proc: components.Process, field: str = "VmRSS") -> float:
-    for line in Path(f"/proc/{proc.proc.pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def service(namespace: str) -> Callable[[int], k8s.Obj]:
@@ -270,8 +262,10 @@ def main() -> int:
                     never[system] += missing
                     restart[system].append(took)
                     time.sleep(2.0)  # the restarted controller settles before its RSS is read
-                    ctl_rss[system].append(rss_mb(lab.controller, "VmHWM"))
-                    speaker_rss[system] += [rss_mb(p) for p in lab.speakers.values()]
+                    ctl_rss[system].append(allocation.status_mb(lab.controller.proc.pid, "VmHWM"))
+                    speaker_rss[system] += [
+                        allocation.status_mb(p.proc.pid) for p in lab.speakers.values()
+                    ]
                     print(
                         f"turn {turn + 1} {system}: {count} Services at {args.rate:.0f}/s: "
                         f"p50 {common.pct(latencies, 0.5):,.0f} ms, p99 "

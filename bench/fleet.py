@@ -34,7 +34,6 @@ import statistics
 import sys
 import time
 from collections import Counter
-from pathlib import Path
 
 import allocation
 import common
@@ -69,13 +68,6 @@ def service(i: int) -> k8s.Obj:
             "ports": [{"port": 80, "protocol": "TCP"}],
         },
     }
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 class Fleet(scale.Nodes):
@@ -151,7 +143,7 @@ class Fleet(scale.Nodes):
         dt = time.monotonic() - t0
         cpu = [(allocation.cpu_seconds(pid) - cpu0[i]) / dt * 100 for i, pid in pids.items()]
         pps = [(self.tx_packets(i) - tx0[i]) / dt for i in pids]
-        return cpu, [rss_mb(pid) for pid in pids.values()], pps
+        return cpu, [allocation.status_mb(pid) for pid in pids.values()], pps
 
     def tx_packets(self, i: int) -> int:
         link = json.loads(self.hosts[i].ns.ip("-s", "-j", "link", "show", "eth0"))[0]

@@ -443,6 +443,18 @@ STEPS = st.lists(
 )
 
 
+def _plan_step(
+    step: tuple[object, ...],
+) -> tuple[dict[addresses.IP, announcer.Target], dict[addresses.IP, str | None]]:
+    """A random "plan" step's targets of this node and owners of the other addresses."""
+    mine = {
+        ip: announcer.Target(ifaces, (SVC,), known=known)  # type: ignore[arg-type]
+        for ip, (ifaces, known) in step[1].items()  # type: ignore[attr-defined]
+    }
+    others = {ip: o for ip, o in step[2].items() if ip not in mine}  # type: ignore[attr-defined]
+    return mine, others
+
+
 @settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(STEPS)
 def test_properties_over_random_inputs(steps: list[tuple[object, ...]]) -> None:
@@ -488,11 +500,7 @@ def test_properties_over_random_inputs(steps: list[tuple[object, ...]]) -> None:
     for step in steps:
         kind = step[0]
         if kind == "plan":
-            mine = {
-                ip: announcer.Target(ifaces, (SVC,), known=known)  # type: ignore[arg-type]
-                for ip, (ifaces, known) in step[1].items()  # type: ignore[attr-defined]
-            }
-            others = {ip: o for ip, o in step[2].items() if ip not in mine}  # type: ignore[attr-defined]
+            mine, others = _plan_step(step)
             known_at.update({ip: now for ip, t in mine.items() if t.known})
             check(core.plan(now, mine, others))
         elif kind == "probed":
@@ -575,11 +583,7 @@ def test_an_incremental_plan_does_what_a_full_one_does(steps: list[tuple[object,
     for step in steps:
         kind = step[0]
         if kind == "plan":
-            mine = {
-                ip: announcer.Target(ifaces, (SVC,), known=known)  # type: ignore[arg-type]
-                for ip, (ifaces, known) in step[1].items()  # type: ignore[attr-defined]
-            }
-            others = {ip: o for ip, o in step[2].items() if ip not in mine}  # type: ignore[attr-defined]
+            mine, others = _plan_step(step)
             # As the speaker: what the plan changed (owner, interfaces), not what it knows of
             # an address (`known`), which may change for any pending one.
             changed = {
