@@ -18,8 +18,10 @@ SWIM (Das, Gupta, Motivala, 2002) with the refinements that buy speed and robust
   others confirm it independently (a member spreads a suspicion only when its own probe failed,
   so every sender of a SUSPECT update is an independent suspecter and the wire format stays as it
   was; one that merely heard of it probes the suspect at once, to confirm or to learn the
-  refutation); and a local health score, raised by our own failed probes and by refuting
-  suspicions of ourselves, stretches our probe timeouts and period.
+  refutation; a SUSPECT about an incarnation the suspect has refuted since confirms nothing);
+  a refutation goes to every member at once, twice; and a local health score, raised by our
+  own failed probes and by refuting suspicions of ourselves, stretches our probe timeouts and
+  period.
 - A LEAVE (a GOSSIP packet carrying the sender's LEFT update) goes to every member at once and
   marks the sender LEFT wherever it arrives: no suspicion period.
 
@@ -140,7 +142,6 @@ class Membership:
         self._suspicions: dict[election.NodeName, _Suspicion] = {}
         self._health = 0
         self._to_probe: list[election.NodeName] = []
-        self._hints: dict[election.NodeName, dict[election.NodeName, float]] = {}
         self._refuting = False
         self._probes: dict[int, _Probe] = {}
         self._relays: dict[int, _Relay] = {}
@@ -281,7 +282,10 @@ class Membership:
         out = self._probe_new_suspects(now)
         if self._refuting:
             self._refuting = False
-            out += self._broadcast(self._own_update())
+            # Twice: a refutation lost on a lossy link lets the suspicion run out, a false
+            # death that moves the member's addresses away and back.
+            refutation = self._own_update()
+            out += self._broadcast(refutation) + self._broadcast(refutation)
         if isinstance(message, wire.Ping):
             ack = wire.Ack(message.probe_id, self._incarnation, self._meta)
             return [self._datagram(source, ack, packet.sender), *out]
@@ -336,7 +340,7 @@ class Membership:
         return [
             self._start_probe(name, now)
             for name in dict.fromkeys(names)
-            if (name in self._suspicions or name in self._hints) and name not in probing
+            if name in self._members and name not in probing
         ]
 
     def _scale(self) -> int:
@@ -437,7 +441,7 @@ class Membership:
         if outdated:
             if update.state is not _ALIVE:
                 self._adjust_health(+1)  # others could not hear us in time
-                # Lifeguard: the refutation goes to every member at once, as a DEAD does.
+                # Lifeguard: the refutation goes to every member at once (see `receive`).
                 self._refuting = self._config.lifeguard
             self._reincarnate(update.incarnation + 1)
 
@@ -479,9 +483,6 @@ class Membership:
             self._events.append(model.MemberUpdated(changed))
         if target is _SUSPECT:
             suspecters = {suspecter} if suspecter is not None else set()
-            window = self._config.suspicion_after(len(self._members) + 1, 0)
-            hints = self._hints.pop(name, {})
-            suspecters |= {n for n, at in hints.items() if now - at <= window}
             self._suspicions[name] = _Suspicion(now, now, suspecters)
             self._set_deadline(self._suspicions[name])
             if self._config.lifeguard and suspecter != self._name:
@@ -497,10 +498,12 @@ class Membership:
 
     def _doubt(self, update: wire.Update, sender: election.NodeName, now: float) -> bool:
         """Lifeguard: `sender` doubts a member (SUSPECT, or DEAD at an incarnation older than
-        ours). True if that was handled here: a confirmation of our own suspicion, whatever
-        the incarnation (a suspecter that missed a refutation still probes and fails), without
-        restarting its timer; or, for a member we think ALIVE at a newer incarnation, a hint:
-        probed at once, and counted as a suspecter if our own suspicion follows soon."""
+        ours). True if that was handled here: a confirmation of our own suspicion, without
+        restarting its timer, if it is about the incarnation we suspect or a newer one; nothing
+        if the member has refuted it since (as in memberlist: such a suspecter only missed the
+        refutation, and counting it shortened a false suspicion to the minimum under loss);
+        and for a member we think ALIVE at a newer incarnation, a probe at once, but never a
+        confirmation of a later suspicion of ours."""
         member = self._members.get(update.name)
         if member is None or update.state not in (_SUSPECT, states.MemberState.DEAD):
             return False
@@ -508,12 +511,13 @@ class Membership:
         if update.state is not _SUSPECT and not stale:
             return False  # a DEAD we must accept
         if member.state is _SUSPECT and update.name in self._suspicions:
+            if stale:
+                return True  # a suspicion the member has refuted since: no evidence now
             if update.incarnation > member.incarnation:
                 self._members[update.name] = replace(member, incarnation=update.incarnation)
             self._confirm(update.name, sender, now)
             return True
         if member.state is _ALIVE and stale:
-            self._hints.setdefault(update.name, {})[sender] = now
             self._to_probe.append(update.name)
             return True
         return False
@@ -552,7 +556,6 @@ class Membership:
         # replayable if it comes back.
         del self._members[name]
         self._suspicions.pop(name, None)
-        self._hints.pop(name, None)
         self._rumors.pop(name, None)
         for probe_id in [i for i, probe in self._probes.items() if probe.target == name]:
             del self._probes[probe_id]

@@ -64,6 +64,9 @@ class Network:
         self.down: set[election.NodeName] = set()
         self.cut: set[tuple[election.NodeName, election.NodeName]] = set()
         self.loss: Loss = lambda source, destination, packet: False
+        self.jitter = 0.0
+        """Mean of an exponentially distributed delay added to LATENCY (a busy machine)."""
+        self._delays = random.Random(seed)
         self.delivered: list[tuple[election.NodeName, election.NodeName, bytes]] = []
         self.events: list[tuple[float, election.NodeName, model.Event]] = []
         self._queue: list[_InFlight] = []
@@ -95,8 +98,9 @@ class Network:
     def send(self, source: election.NodeName, datagrams: list[model.Datagram]) -> None:
         for datagram in datagrams:
             self._order += 1
+            delay = LATENCY + (self._delays.expovariate(1 / self.jitter) if self.jitter else 0)
             flight = _InFlight(
-                self.now + LATENCY, self._order, source, datagram.endpoint, datagram.payload
+                self.now + delay, self._order, source, datagram.endpoint, datagram.payload
             )
             heapq.heappush(self._queue, flight)
 
@@ -520,6 +524,23 @@ def test_thirty_percent_loss_falsely_kills_under_plain_swim_and_not_under_lifegu
     assert downs[True] == []
 
 
+def test_thirty_percent_loss_and_slow_delivery_rarely_kill_under_lifeguard() -> None:
+    """30 % loss and every packet delayed by 30 ms on average (exponentially: a loaded
+    machine's scheduling), three members, three runs of five simulated minutes (about 15 s of
+    CPU). Each run ends in the same state it began with nearly always: a false death (and a
+    move of its addresses) at most once in the quarter hour. Before suspicions refuted since
+    stopped confirming and refutations went out twice, five members died."""
+    downs = []
+    for seed in (1, 2, 3):
+        network = Network(3, seed=seed)
+        network.run_until(1.0)
+        network.loss = _random_loss(0.3, seed)
+        network.jitter = 0.03
+        network.run_until(301.0)
+        downs += [e for _, _, e in network.events if isinstance(e, model.MemberDown)]
+    assert len(downs) <= 1, downs
+
+
 def _random_loss(rate: float, seed: int) -> Loss:
     rng = random.Random(seed)
     return lambda source, destination, packet: rng.random() < rate
@@ -573,6 +594,49 @@ def test_an_unconfirmed_suspicion_lasts_the_maximum_and_a_confirmation_shortens_
     _, later = _run(core, 3.0, now + 0.001)
     lasted = _first(events + later, model.MemberDown, 3) - suspected
     assert lasted == pytest.approx(config.suspicion_timeout, abs=0.01)
+
+
+def _alive_again(core: swim.Membership, index: int, incarnation: int, now: float) -> None:
+    """node-`index` tells `core` it refuted a suspicion: ALIVE at `incarnation`."""
+    update = wire.Update(node(index), ALIVE, incarnation)
+    packet = wire.Packet(node(index), node(1), 2, wire.Gossip(), (update,))
+    core.receive(endpoint(index), wire.encode(packet, KEY), now)
+
+
+def test_a_suspicion_refuted_since_does_not_confirm_ours() -> None:
+    """node-2 suspected node-3 at incarnation 0, which node-3 has refuted since; our own
+    suspicion of node-3 at incarnation 1 stays unconfirmed: the maximum timeout."""
+    core = _silent_core()
+    _alive_again(core, 3, 1, 0.0)
+    now, events = _run(core, 3.0)
+    suspected = _first(events, model.MemberSuspect, 3)
+    core = _silent_core()
+    _alive_again(core, 3, 1, 0.0)
+    now, events = _run(core, suspected)
+    old = wire.Update(node(3), SUSPECT, 0)
+    packet = wire.Packet(node(2), node(1), 5, wire.Gossip(), (old,))
+    core.receive(endpoint(2), wire.encode(packet, KEY), now + 0.001)
+    _, later = _run(core, 3.0, now + 0.001)
+    lasted = _first(events + later, model.MemberDown, 3) - suspected
+    assert lasted == pytest.approx(DEFAULTS.suspicion_after(3, 0), abs=0.01)
+
+
+def test_a_refuted_suspicion_of_a_live_member_is_checked_but_confirms_nothing_later() -> None:
+    """A SUSPECT older than what we know makes us probe at once; when our own probe then
+    fails, the sender does not count as a second suspecter (it only missed the refutation)."""
+    core = _silent_core()
+    _alive_again(core, 3, 1, 0.0)
+    for probe_id, probe in list(core._probes.items()):  # answer the probes in flight
+        ack = wire.Packet(probe.target, node(1), 3, wire.Ack(probe_id, 1, b""), ())
+        core.receive(core.members[probe.target].address, wire.encode(ack, KEY), 0.0)
+    old = wire.Update(node(3), SUSPECT, 0)
+    packet = wire.Packet(node(2), node(1), 5, wire.Gossip(), (old,))
+    out = core.receive(endpoint(2), wire.encode(packet, KEY), 0.001)
+    pings = [wire.decode(d.payload, [KEY]) for d in out if d.endpoint == endpoint(3)]
+    assert [type(p.message) for p in pings] == [wire.Ping]
+    _, events = _run(core, 3.0, 0.001)
+    lasted = _first(events, model.MemberDown, 3) - _first(events, model.MemberSuspect, 3)
+    assert lasted == pytest.approx(DEFAULTS.suspicion_after(3, 0), abs=0.01)
 
 
 def test_a_suspicion_heard_is_probed_at_once_and_not_spread_unless_confirmed() -> None:
@@ -653,13 +717,14 @@ def test_a_refutation_goes_to_every_member_at_once() -> None:
     news = wire.Update(node(1), SUSPECT, 0)
     packet = wire.Packet(node(2), node(1), 5, wire.Gossip(), (news,))
     out = core.receive(endpoint(2), wire.encode(packet, KEY), 0.001)
-    refuting = {
+    refuting = [
         d.endpoint
         for d in out
         if any(
             u.name == node(1) and u.state is ALIVE and u.incarnation == 1
             for u in wire.decode(d.payload, [KEY]).updates
         )
-    }
-    assert refuting == {endpoint(2), endpoint(3)}
+    ]
+    # ...twice to each: a refutation lost to a lossy link costs a false death.
+    assert sorted(refuting) == sorted([endpoint(2), endpoint(3)] * 2)
     assert core.health == 1
