@@ -180,8 +180,10 @@ rm -rf "$cache"/pack.* "$cache"/*-rootfs.* "$cache"/*-work.* "$cache"/*.tmp
 trap 'rm -rf "$cache"/pack.* "$cache"/*-rootfs.* "$cache"/*-work.* "$cache"/*.tmp' EXIT
 start=$(date +%s)
 "build_$target"
-# Every change of the inputs (src/ above all) makes a new archive: keep the newest few.
-ls -t "$cache/$target"-*.tar "$cache"/debian-*.tar 2>/dev/null | awk -F/ '
+# Every change of the inputs (src/ above all) makes a new archive: keep the newest few. (ls fails
+# when a pattern matches nothing, e.g. no Debian base yet when pause is built first on a fresh
+# machine: under pipefail that used to end this script with status 2 and no message.)
+{ ls -t "$cache/$target"-*.tar "$cache"/debian-*.tar 2>/dev/null || true; } | awk -F/ '
   {kind = $NF; sub(/-.*/, "", kind)} ++n[kind] > (kind == "debian" ? 1 : 3)' | xargs -r rm -f
 echo "build.sh: built $ref in $(($(date +%s) - start)) s ($(du -h "$out" | cut -f1))" >&2
 echo "$out"
