@@ -659,6 +659,15 @@ speaker_report = crd(
                         ),
                     },
                     "problems": strings("Why this node announces less than it could."),
+                    "bgpPeerProblems": {
+                        "type": "array",
+                        "description": "BGPPeers that select this node but whose configuration "
+                        "it cannot use, so it runs no session to them, and why.",
+                        "items": obj(
+                            "One BGPPeer.",
+                            {"peer": string("BGPPeer name."), "reason": string("Why not.")},
+                        ),
+                    },
                 },
             ),
             [

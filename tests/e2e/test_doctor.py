@@ -41,7 +41,27 @@ CONFIG = [
         "apiVersion": "metallb.io/v1beta1",
         "kind": "BGPAdvertisement",
         "metadata": {"name": "doc-bgp", "namespace": kube.CONFIG_NS},
-        "spec": {"ipAddressPools": ["doc-bgp"]},
+        "spec": {"ipAddressPools": ["doc-bgp"], "peers": ["doc-absent"]},
+    },
+    kube.pool("doc-bgp-pw", "198.18.0.180/30", module=MODULE, autoAssign=False),
+    {
+        "apiVersion": "metallb.io/v1beta1",
+        "kind": "BGPAdvertisement",
+        "metadata": {"name": "doc-bgp-pw", "namespace": kube.CONFIG_NS},
+        "spec": {"ipAddressPools": ["doc-bgp-pw"], "peers": ["doc-nopw"]},
+    },
+    # A peer node-1 cannot use: its password Secret does not exist, so no session is started.
+    {
+        "apiVersion": "metallb.io/v1beta2",
+        "kind": "BGPPeer",
+        "metadata": {"name": "doc-nopw", "namespace": kube.CONFIG_NS},
+        "spec": {
+            "myASN": 64512,
+            "peerASN": 64513,
+            "peerAddress": "198.18.0.251",
+            "passwordSecret": {"name": "doc-no-such-secret"},
+            "nodeSelectors": [{"matchLabels": {"kubernetes.io/hostname": "node-1"}}],
+        },
     },
     # A router that is not there: node-1's session to it never gets Established.
     {
@@ -290,6 +310,32 @@ async def test_bgp_session_that_never_comes_up(
     assert f"BGPPeer/{kube.CONFIG_NS}/doc-absent" in found[0].objects
     assert "node-1's BGP session" in found[0].what
     assert "198.18.0.250" in found[0].what
+
+
+async def test_bgp_peer_the_node_cannot_use(
+    doclab: DoctorLab, admin: k8s.Client, namespace: str
+) -> None:
+    pool = {"metallb.io/address-pool": "doc-bgp-pw"}
+    key = await service(admin, doclab, namespace, "unusable", annotations=pool)
+    # Until node-1's first report, only "no session" is known; then the reason it gave.
+    found = await diagnosis_becomes(
+        admin, key, lambda f: any("runs no BGP session" in x.what for x in f)
+    )
+    assert causes(found) == [diagnosis.BGP_SESSION]
+    assert found[0].what == (
+        f"node-1 runs no BGP session to BGPPeer/{kube.CONFIG_NS}/doc-nopw: passwordSecret "
+        f"{kube.CONFIG_NS}/doc-no-such-secret does not exist"
+    )
+    code, out = await asyncio.to_thread(cli, doclab.cluster, "doctor", key)
+    assert code == 1
+    assert out.startswith(f"Service/{key}: [{diagnosis.BGP_SESSION}] node-1 runs no"), out
+    code, out = await asyncio.to_thread(cli, doclab.cluster, "status", "-o", "json")
+    assert code == 0, out
+    node_1 = next(s for s in json.loads(out)["speakers"] if s["node"] == "node-1")
+    assert (
+        f"BGPPeer doc-nopw: passwordSecret {kube.CONFIG_NS}/doc-no-such-secret does not exist"
+        in node_1["problems"]
+    )
 
 
 async def test_speakers_with_different_membership_keys(

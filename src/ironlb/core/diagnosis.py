@@ -81,6 +81,9 @@ class SpeakerReport:
     sessions: tuple[SessionReport, ...] = ()
     problems: tuple[str, ...] = ()
     """Why this node announces nothing, or less than it could (blind, isolated, draining)."""
+    peer_problems: Mapping[str, str] = field(default_factory=dict)
+    """BGPPeer name -> why this node runs no session to it although the peer selects it (its
+    configuration cannot be used here: a missing password Secret or BFDProfile, no router ID)."""
 
 
 # The rest of the snapshot.
@@ -802,6 +805,20 @@ def _bgp(
             prefix = str(prefixes[0])
             peer_ref = _ref("BGPPeer", snapshot.namespace, peer)
             session = sessions.get(peer)
+            unusable = report.peer_problems.get(peer) if session is None else None
+            if unusable is not None:
+                findings.append(
+                    Finding(
+                        BGP_SESSION,
+                        ref,
+                        f"{node.name} runs no BGP session to {peer_ref}: {unusable}",
+                        f"the router does not learn {prefix} from {node.name}",
+                        f"fix {peer_ref} (or what it names) so that {node.name} can use it; "
+                        "the speaker's log says the same",
+                        (ref, peer_ref, _node_ref(node.name)),
+                    )
+                )
+                continue
             if session is None or session.state != ESTABLISHED:
                 state = session.state if session else "no session"
                 since = (

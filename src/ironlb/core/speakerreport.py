@@ -79,6 +79,9 @@ def status(report: diagnosis.SpeakerReport) -> dict[str, Any]:
             for s in report.sessions
         ],
         "problems": list(report.problems),
+        "bgpPeerProblems": [
+            {"peer": p, "reason": r} for p, r in sorted(report.peer_problems.items())
+        ],
     }
 
 
@@ -158,4 +161,5 @@ def parse(raw: Mapping[str, Any]) -> diagnosis.SpeakerReport:
         conflicts={_str(a, "address"): _str(a, "mac") for a in _list(st, "conflicts")},
         sessions=tuple(sessions),
         problems=_strs(st.get("problems")),
+        peer_problems={_str(p, "peer"): _str(p, "reason") for p in _list(st, "bgpPeerProblems")},
     )

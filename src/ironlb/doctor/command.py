@@ -93,7 +93,10 @@ def status_of(snapshot: diagnosis.Snapshot) -> dict[str, Any]:
                 "keyOK": report.key_ok,
                 "keyID": report.key_id,
                 "announced": len(report.announced),
-                "problems": list(report.problems),
+                "problems": [
+                    *report.problems,
+                    *(f"BGPPeer {p}: {why}" for p, why in sorted(report.peer_problems.items())),
+                ],
             }
         )
         for s in report.sessions:

@@ -139,6 +139,11 @@ class PeerSessions:
         """Set when a session comes up or goes down (the status objects follow)."""
 
     @property
+    def peer_problems(self) -> dict[str, str]:
+        """BGPPeer name -> why its configuration cannot be used here (no session runs)."""
+        return dict(self._peer_problems)
+
+    @property
     def established(self) -> set[str]:
         return {name for name, r in self._running.items() if r.up}
 
@@ -317,6 +322,8 @@ class PeerSessions:
                 by_peer.setdefault(peer_name, []).append(prefix)
         for name in [n for n in self._running if n not in plan.peers]:
             self._stop(name, "BGPPeer removed or no longer selects this node")
+        for name in [n for n in self._peer_problems if n not in plan.peers]:
+            del self._peer_problems[name]  # a peer that went away is nobody's problem
         if plan.peers:
             await self._listen()
         elif not self._running:

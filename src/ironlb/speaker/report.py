@@ -70,6 +70,8 @@ class _Layer2(Protocol):
 
 class _Bgp(Protocol):
     def session_reports(self) -> tuple[diagnosis.SessionReport, ...]: ...
+    @property
+    def peer_problems(self) -> Mapping[str, str]: ...
 
 
 class Source(Protocol):
@@ -166,6 +168,7 @@ def build(source: Source) -> diagnosis.SpeakerReport:
         conflicts=conflicts,
         sessions=source.bgp.session_reports(),
         problems=tuple(problems),
+        peer_problems=dict(source.bgp.peer_problems),
     )
 
 

@@ -447,6 +447,21 @@ def test_bgp_no_session_at_all() -> None:
     assert causes(bgp_snapshot()) == [diagnosis.BGP_SESSION]
 
 
+def test_bgp_no_session_because_the_peer_cannot_be_used_names_the_reason() -> None:
+    cfg = config.Config.from_objects([pool(), bgpadv(), peer()])
+    why = "passwordSecret metallb-system/router-pw does not exist"
+    speakers = {"a": report("a", peer_problems={"router": why})}
+    f = only_finding(healthy(config=cfg, speakers=speakers))
+    assert f.cause == diagnosis.BGP_SESSION
+    assert f.what == f"a runs no BGP session to BGPPeer/metallb-system/router: {why}"
+    assert "BGPPeer/metallb-system/router" in f.objects
+    # Another peer's problem is not this one's reason.
+    speakers = {"a": report("a", peer_problems={"other": why})}
+    f = only_finding(healthy(config=cfg, speakers=speakers))
+    assert why not in f.what
+    assert "no session" in f.what
+
+
 def test_bgp_route_withdrawn() -> None:
     s = diagnosis.SessionReport("router", "198.18.0.1", "Established", NOW - 60, 0, ())
     assert causes(bgp_snapshot(s)) == [diagnosis.BGP_WITHDRAWN]

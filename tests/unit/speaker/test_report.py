@@ -55,6 +55,7 @@ class Layer2:
 @dataclass
 class Bgp:
     sessions: tuple[diagnosis.SessionReport, ...] = ()
+    peer_problems: dict[str, str] = field(default_factory=dict)
 
     def session_reports(self) -> tuple[diagnosis.SessionReport, ...]:
         return self.sessions
@@ -164,8 +165,13 @@ def test_build_names_problems() -> None:
 
 
 def test_report_round_trips_through_the_object() -> None:
-    r = report.build(healthy_source())
-    assert speakerreport.parse(speakerreport.body(r, "metallb-system")) == r
+    src = healthy_source()
+    src.bgp.peer_problems = {"r1": "no routerID", "r0": "bfdProfile 'x' does not exist"}
+    r = report.build(src)
+    assert r.peer_problems == src.bgp.peer_problems
+    body = speakerreport.body(r, "metallb-system")
+    assert [p["peer"] for p in body["status"]["bgpPeerProblems"]] == ["r0", "r1"]
+    assert speakerreport.parse(body) == r
 
 
 class FakeClient:
