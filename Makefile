@@ -124,6 +124,7 @@ BENCHES := $(filter-out bench/common.py,$(wildcard bench/*.py))
 COMPARE_ARGS ?=
 compare: deps peers
 	$(BIN)/python bench/compare.py $(COMPARE_ARGS)
+	$(BIN)/python bench/bgp.py --metallb $(if $(filter --quick,$(COMPARE_ARGS)),--quick)
 	$(BIN)/python bench/cpvip_failover.py $(if $(filter --quick,$(COMPARE_ARGS)),--quick)
 
 bench-quick: deps peers

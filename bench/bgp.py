@@ -12,13 +12,20 @@
     (--quick 2), in steady state (the router is given ROUTER_SETTLE seconds after a restart:
     FRR ties BGP to BFD a moment after its configuration is loaded).
 
-Last line: `bgp_announce_p99_ms: <p99 of (a)> ms`.
+With `--metallb` (`make peers` builds it), (a) is run a second time by MetalLB v0.15.2 in its
+native BGP mode (`ironlb.lab.metallb`: its own binaries, the same BGPPeer, pool and
+BGPAdvertisement, the same router), after ironlb's speakers and controller were stopped, the
+Services deleted and every route of the pool gone from the router; the two are printed side by
+side. (MetalLB's native mode has no BFD, so (b) is ironlb's alone.)
+
+Last line: `bgp_announce_p99_ms: <p99 of (a), ironlb> ms`.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import re
 import statistics
 import subprocess
@@ -33,7 +40,7 @@ import common
 from ironlb.bgp import bfd
 from ironlb.k8s import client as k8s
 from ironlb.lab import cluster as lab_cluster
-from ironlb.lab import components, routers, topology
+from ironlb.lab import components, metallb, routers, topology
 
 NODES = (1, 2, 3)
 ROUTER_AS, NODE_AS = common.ROUTER_AS, common.NODE_AS
@@ -245,31 +252,82 @@ class Bench:
             host.ns.ip("link", "set", "eth0", "up")
             self.start_speakers((victim,))
 
+    def sessions_up(self) -> bool:
+        neighbors = self.frr.neighbors()
+        return len(neighbors) == len(NODES) and all(
+            s.name == "ESTABLISHED" for s in neighbors.values()
+        )
+
+    def pool_routes(self) -> list[object]:
+        """The router's kernel routes inside the bench pool."""
+        routes = json.loads(self.router_host.ns.ip("-4", "-j", "route", "show", "root", POOL_CIDR))
+        assert isinstance(routes, list)
+        return routes
+
+    async def delete_all(self) -> None:
+        """Every Service and EndpointSlice of the bench namespace, 32 deletes at a time
+        (`kubectl delete --all` deletes one after the other: minutes for 1 000 of each)."""
+        async with k8s.Client.from_config(
+            self.c.control_plane.admin_kubeconfig, max_connections=32
+        ) as admin:
+            for res in (k8s.SERVICES, k8s.ENDPOINT_SLICES):
+                items, _ = await admin.list_all(res, NS)
+                names = [item["metadata"]["name"] for item in items]
+                for start in range(0, len(names), 32):
+                    await asyncio.gather(
+                        *(admin.delete(res, n, NS) for n in names[start : start + 32])
+                    )
+
+    def switch_to_metallb(self) -> metallb.MetalLB:
+        """Stop ironlb, delete the Services (and the BFDProfiles of (b)), wait until the router
+        has none of their routes, start MetalLB (native BGP) on the same objects and wait for
+        its three sessions."""
+        for proc in [*self.speakers.values(), *self.procs]:
+            proc.stop()
+        self.speakers.clear()
+        self.procs.clear()
+        asyncio.run(self.delete_all())
+        # MetalLB's native mode refuses a configuration that holds BFDProfiles (FRR mode only).
+        self.c.kubectl("delete", "bfdprofiles", "--all", "-n", CONFIG)
+        routers.wait_until(lambda: not self.pool_routes(), 60, "the pool's routes gone")
+        running = metallb.MetalLB.start(self.c, NODES, bgp_type="native")
+        self.procs.extend(running.processes())
+        routers.wait_until(self.sessions_up, 60, "MetalLB's three sessions")
+        return running
+
     def close(self) -> None:
         self.frr.stop()
         for proc in [*self.speakers.values(), *self.procs]:
             proc.kill()
 
 
+def announced(
+    system: str, count: int, latencies: list[float], no_address: int, no_route: int
+) -> str:
+    return (
+        f"(a) {system}, {count} Services: status -> route installed by FRR with all "
+        f"{len(NODES)} next hops: p50 {common.pct(latencies, 0.5):.0f} ms, "
+        f"p99 {common.pct(latencies, 0.99):.0f} ms, max {max(latencies):.0f} ms; "
+        f"counted as {TIMEOUT:.0f} s: {no_address} without an address, {no_route} "
+        "whose full route never appeared"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="100 Services, 2 rounds per mode")
+    parser.add_argument("--metallb", action="store_true", help="(a) by MetalLB too, at the end")
     args = parser.parse_args()
     count, rounds = (100, 2) if args.quick else (1000, 5)
+    if args.metallb:
+        metallb.binaries()  # fails at once, naming `make peers`, if MetalLB is not built
     with common.cluster() as c:
         bench = Bench(c)
         try:
             bench.peer()
             bench.router(None)
             latencies, no_address, no_route = asyncio.run(bench.announce_latency(count))
-            print(
-                f"(a) {count} Services: status -> route installed by FRR with all "
-                f"{len(NODES)} next hops: p50 {common.pct(latencies, 0.5):.0f} ms, "
-                f"p99 {common.pct(latencies, 0.99):.0f} ms, max {max(latencies):.0f} ms; "
-                f"counted as {TIMEOUT:.0f} s: {no_address} without an address, {no_route} "
-                "whose full route never appeared",
-                flush=True,
-            )
+            print(announced("ironlb", count, latencies, no_address, no_route), flush=True)
             ip = components.service_status(c, NS, "s0000")[0]
             modes = [
                 ("BFD 100 ms x 3", bfd.Profile(100, 100, 3), "fast"),
@@ -300,6 +358,13 @@ def main() -> int:
                     f" max {max(times):.0f}, {rounds} rounds)",
                     flush=True,
                 )
+            if args.metallb:
+                bench.switch_to_metallb()
+                theirs, no_address, no_route = asyncio.run(bench.announce_latency(count))
+                print(announced("MetalLB v0.15.2", count, theirs, no_address, no_route))
+                for q, name in ((0.5, "p50"), (0.99, "p99")):
+                    ratio = common.pct(theirs, q) / common.pct(latencies, q)
+                    print(f"(a) MetalLB / ironlb, {name}: {ratio:.1f}x", flush=True)
         finally:
             bench.close()
     print(f"bgp_announce_p99_ms: {common.pct(latencies, 0.99):.0f} ms")

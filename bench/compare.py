@@ -21,6 +21,9 @@ so a machine that gets busier during the run weighs on both; a turn runs 2 failo
 3. Controller restart: with those N Services in place, the controller is SIGKILLed and started
    again, and one more Service is created at once: time from the start to its address.
 4. Memory: the controller's peak RSS (VmHWM) after 2 and 3, and each speaker's RSS.
+5. CPU (user + system, from /proc): the controller's and the three speakers' CPU time during
+   2, from the first create until every Service was seen with its address, per Service; and
+   each speaker's share of a core at rest, over `REST` seconds before the turn's failovers.
 
 Per figure: each system's median / p99 / samples, and the ratio MetalLB / ironlb (above 1:
 ironlb is faster or smaller). `make compare` runs it (MetalLB is built by `make peers`).
@@ -38,6 +41,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import allocation
 import common
@@ -52,6 +56,8 @@ SETTLE = {IRONLB: 1.5, METALLB: 8.0}
 """Extra seconds after a node came back before the next trial: MetalLB's memberlist takes a
 few seconds to take a returning node back (the address then moves back to it)."""
 POOL = "compare"
+REST = 10.0
+"""Seconds over which the speakers' CPU at rest is measured (--quick: 5)."""
 TIMEOUT = 60.0
 FAILOVER_TIMEOUT = 10.0
 
@@ -162,10 +168,24 @@ def service(namespace: str) -> Callable[[int], k8s.Obj]:
     return make
 
 
-async def allocation_run(
-    lab: Lab, namespace: str, count: int, rate: float
-) -> tuple[list[float], int, float]:
-    """(every Service's create -> address in ms, how many never got one, restart time in s)."""
+def cpu_of(procs: list[components.Process]) -> float:
+    """CPU seconds (user + system) the processes used so far, together."""
+    return sum(allocation.cpu_seconds(p.proc.pid) for p in procs)
+
+
+@dataclass
+class AllocationRun:
+    latencies: list[float]
+    """Every Service's create -> address, ms (never assigned: `TIMEOUT`)."""
+    never: int
+    restart: float
+    """Seconds from the controller's restart to a new Service's address."""
+    controller_cpu: float
+    speakers_cpu: float
+    """CPU seconds while the Services were created and assigned (the speakers: together)."""
+
+
+async def allocation_run(lab: Lab, namespace: str, count: int, rate: float) -> AllocationRun:
     async with k8s.Client.from_config(
         lab.c.control_plane.admin_kubeconfig, max_connections=32
     ) as admin:
@@ -176,11 +196,15 @@ async def allocation_run(
         async with asyncio.TaskGroup() as tg:
             watch = tg.create_task(watcher.run(admin, rv))
             created: dict[str, float] = {}
+            speakers = list(lab.speakers.values())
+            cpu_before = (cpu_of([lab.controller]), cpu_of(speakers))
             await allocation.create_paced(
                 admin, range(count), created, rate, make=make, namespace=namespace
             )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.gather(*(watcher.wait(n) for n in created)), TIMEOUT)
+            controller_cpu = cpu_of([lab.controller]) - cpu_before[0]
+            speakers_cpu = cpu_of(speakers) - cpu_before[1]
             latencies = [
                 (watcher.assigned[n] - t) * 1000 if n in watcher.assigned else TIMEOUT * 1000
                 for n, t in created.items()
@@ -197,16 +221,19 @@ async def allocation_run(
             watch.cancel()
     # Gone before the next run, so every run starts from the same number of Services.
     lab.c.kubectl("delete", "services", "--all", "-n", namespace, "--wait=false")
-    return latencies, never, restart
+    return AllocationRun(latencies, never, restart, controller_cpu, speakers_cpu)
 
 
-def row(name: str, unit: str, values: dict[str, list[float]], scale: float = 1.0) -> str:
+def row(
+    name: str, unit: str, values: dict[str, list[float]], scale: float = 1.0, digits: int = 0
+) -> str:
     """One figure: each system's median / p99 / samples, and MetalLB / ironlb of the medians."""
     cells = []
     for system in (IRONLB, METALLB):
         v = [x * scale for x in values[system]]
         cells.append(
-            f"{statistics.median(v):,.0f} / {common.pct(v, 0.99):,.0f} {unit} ({len(v)})"
+            f"{statistics.median(v):,.{digits}f} / {common.pct(v, 0.99):,.{digits}f} {unit}"
+            f" ({len(v)})"
             if v
             else "-"
         )
@@ -234,12 +261,24 @@ def main() -> int:
     restart: dict[str, list[float]] = {IRONLB: [], METALLB: []}
     ctl_rss: dict[str, list[float]] = {IRONLB: [], METALLB: []}
     speaker_rss: dict[str, list[float]] = {IRONLB: [], METALLB: []}
+    ctl_cpu: dict[str, list[float]] = {IRONLB: [], METALLB: []}
+    speakers_cpu: dict[str, list[float]] = {IRONLB: [], METALLB: []}
+    rest_cpu: dict[str, list[float]] = {IRONLB: [], METALLB: []}
+    rest = REST / 2 if args.quick else REST
     with common.cluster() as c:
         lab = Lab(c)
         try:
             for turn in range(turns):
                 for system in (IRONLB, METALLB):
                     lab.use(system)
+                    time.sleep(SETTLE[system])  # joined and announced: at rest from here
+                    speakers = list(lab.speakers.values())
+                    before = [cpu_of([p]) for p in speakers]
+                    time.sleep(rest)
+                    rest_cpu[system] += [
+                        (cpu_of([p]) - b) / rest * 100
+                        for p, b in zip(speakers, before, strict=True)
+                    ]
                     for _ in range(kills):
                         time.sleep(SETTLE[system])
                         try:
@@ -255,12 +294,15 @@ def main() -> int:
                             f"{gap * 1000:,.0f} ms",
                             flush=True,
                         )
-                    latencies, missing, took = asyncio.run(
+                    run = asyncio.run(
                         allocation_run(lab, f"cmp-{system.lower()}-{turn}", count, args.rate)
                     )
+                    latencies, missing, took = run.latencies, run.never, run.restart
                     alloc[system] += latencies
                     never[system] += missing
                     restart[system].append(took)
+                    ctl_cpu[system].append(run.controller_cpu / count * 1000)
+                    speakers_cpu[system].append(run.speakers_cpu / count * 1000)
                     time.sleep(2.0)  # the restarted controller settles before its RSS is read
                     ctl_rss[system].append(allocation.status_mb(lab.controller.proc.pid, "VmHWM"))
                     speaker_rss[system] += [
@@ -270,7 +312,8 @@ def main() -> int:
                         f"turn {turn + 1} {system}: {count} Services at {args.rate:.0f}/s: "
                         f"p50 {common.pct(latencies, 0.5):,.0f} ms, p99 "
                         f"{common.pct(latencies, 0.99):,.0f} ms, never assigned {missing}; "
-                        f"restarted controller served a new Service after {took:.2f} s",
+                        f"restarted controller served a new Service after {took:.2f} s; CPU "
+                        f"controller {run.controller_cpu:.2f} s, speakers {run.speakers_cpu:.2f} s",
                         flush=True,
                     )
         finally:
@@ -285,6 +328,9 @@ def main() -> int:
     )
     print(row("controller peak RSS", "MB", ctl_rss))
     print(row("speaker RSS", "MB", speaker_rss))
+    print(row(f"controller CPU per Service ({count} at {args.rate:.0f}/s)", "ms", ctl_cpu, 1, 1))
+    print(row("3 speakers' CPU per Service, together", "ms", speakers_cpu, 1, 1))
+    print(row(f"speaker CPU at rest ({rest:.0f} s)", "% of a core", rest_cpu, 1, 2))
     print(
         f"counted as timeouts: failovers (10 s) ironlb {timeouts[IRONLB]}, MetalLB "
         f"{timeouts[METALLB]}; Services never assigned (60 s) ironlb {never[IRONLB]}, MetalLB "
