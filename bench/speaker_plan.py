@@ -10,6 +10,12 @@ ServiceBGPStatus objects they keep with what is desired; their API writes go to 
 only counts them); the process CPU time of both is one sample. No interface exists in this
 process's view, so nothing is announced: the figure is planning and bookkeeping, not I/O.
 
+Then, with `--nodes` Nodes (3; every Service has a serving endpoint on each of them, so every
+node is a candidate for every address, as in a fleet), the same for membership: one at a time, a
+member other than this node dies or comes back (what membership reports: its state in the
+speaker's member table, then the event), and the speaker plans. A node's death is the event a
+failover waits on: this is the planning part of it.
+
 Last line: `speaker_plan_ms_per_event: <median> ms`.
 """
 
@@ -23,12 +29,15 @@ import statistics
 import time
 
 import common
+from ironlb.core import election
 from ironlb.k8s import client as k8s
+from ironlb.membership import model as member_model
+from ironlb.membership import states
 from ironlb.speaker import settings as speaker_settings
 from ironlb.speaker import speaker as node_speaker
 
 NS = "metallb-system"
-NODES = ("node-1", "node-2", "node-3")
+NODES: tuple[str, ...] = ("node-1", "node-2", "node-3")
 NETWORK = ipaddress.ip_network("198.18.64.0/18")
 
 
@@ -80,7 +89,9 @@ def service(i: int, ip: str) -> k8s.Obj:
     }
 
 
-def endpoint_slice(i: int, version: int, ready: bool) -> k8s.Obj:
+def endpoint_slice(i: int, version: int, ready: bool, every_node: bool = False) -> k8s.Obj:
+    """One endpoint on one node (`every_node`: one on each node, the first `ready`)."""
+    on = NODES if every_node else (NODES[i % len(NODES)],)
     return {
         "metadata": {
             **_meta(f"svc-{i}-abcde", "bench", version),
@@ -89,13 +100,37 @@ def endpoint_slice(i: int, version: int, ready: bool) -> k8s.Obj:
         "addressType": "IPv4",
         "endpoints": [
             {
-                "addresses": [f"198.19.{i // 250}.{i % 250 + 1}"],
-                "conditions": {"ready": ready},
-                "nodeName": NODES[i % len(NODES)],
+                "addresses": [f"198.{19 + k // 256}.{k % 256}.{i % 250 + 1}"],
+                "conditions": {"ready": ready or k > 0},
+                "nodeName": name,
             }
+            for k, name in enumerate(on)
         ],
         "ports": [{"port": 8080, "protocol": "TCP"}],
     }
+
+
+class _Members:
+    """What the speaker reads of a running membership: its member table (the real records),
+    drop counters, and where it sends its own meta and peers (nowhere here)."""
+
+    def __init__(self, nodes: tuple[str, ...]) -> None:
+        self.members = {
+            election.NodeName(name): _member(name, i, states.MemberState.ALIVE)
+            for i, name in enumerate(nodes)
+        }
+        self.dropped: dict[object, int] = {}
+
+    def set_meta(self, _meta: bytes) -> None:
+        pass
+
+    def set_peers(self, _peers: object) -> None:
+        pass
+
+
+def _member(name: str, i: int, state: states.MemberState) -> member_model.Member:
+    address = member_model.Endpoint(ipaddress.ip_address(f"198.18.{i // 250}.{10 + i % 250}"), 7946)
+    return member_model.Member(election.NodeName(name), address, 1, state)
 
 
 def config_objects(bgp: bool) -> list[tuple[int, k8s.Obj]]:
@@ -123,8 +158,10 @@ async def _after_event(speaker: node_speaker.Speaker) -> None:
             await writer._reconcile()
 
 
-async def measure(n: int, events: int, bgp: bool = False) -> tuple[list[float], int]:
-    """CPU seconds per event, and the status writes the events made."""
+async def _speaker(
+    n: int, bgp: bool, every_node: bool
+) -> tuple[node_speaker.Speaker, _CountingClient]:
+    """A speaker with n Services, after its first (full) plan."""
     settings = speaker_settings.Settings(node_name="node-1", namespace=NS)
     client = _CountingClient()
     speaker = node_speaker.Speaker(client, settings)  # type: ignore[arg-type]
@@ -135,8 +172,14 @@ async def measure(n: int, events: int, bgp: bool = False) -> tuple[list[float], 
     hosts = NETWORK.hosts()
     for i in range(n):
         speaker.services._apply(_event("ADDED", service(i, str(next(hosts)))))
-        speaker.slices._apply(_event("ADDED", endpoint_slice(i, 1, True)))
-    await _after_event(speaker)  # the first, full plan (not measured)
+        speaker.slices._apply(_event("ADDED", endpoint_slice(i, 1, True, every_node)))
+    await _after_event(speaker)
+    return speaker, client
+
+
+async def measure(n: int, events: int, bgp: bool = False) -> tuple[list[float], int]:
+    """CPU seconds per Service event, and the status writes the events made."""
+    speaker, client = await _speaker(n, bgp, every_node=False)
     writes = client.writes
     samples = []
     for e in range(events):
@@ -150,6 +193,30 @@ async def measure(n: int, events: int, bgp: bool = False) -> tuple[list[float], 
     return samples, client.writes - writes
 
 
+async def measure_membership(n: int, events: int, bgp: bool = False) -> tuple[list[float], int]:
+    """CPU seconds per membership change (a member other than node-1 dies or comes back, in
+    turn), and how many addresses changed owner in all."""
+    speaker, _client = await _speaker(n, bgp, every_node=True)
+    members = _Members(NODES)
+    speaker.members = members  # type: ignore[assignment]
+    await _after_event(speaker)  # liveness now from membership
+    samples, moved = [], 0
+    for e in range(events):
+        i = 1 + (e // 2) % (len(NODES) - 1)
+        state = states.MemberState.DEAD if e % 2 == 0 else states.MemberState.ALIVE
+        member = members.members[election.NodeName(NODES[i])] = _member(NODES[i], i, state)
+        owners = {ip: a.owner for ip, a in speaker._l2_plan.items()}
+        speaker._member_event(
+            member_model.MemberDown(member) if e % 2 == 0 else member_model.MemberUp(member)
+        )
+        speaker.dirty.clear()
+        start = time.process_time()
+        await _after_event(speaker)
+        samples.append(time.process_time() - start)
+        moved += sum(1 for ip, a in speaker._l2_plan.items() if owners.get(ip) != a.owner)
+    return samples, moved
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="1 000 Services, 20 events")
@@ -158,10 +225,23 @@ def main() -> None:
     parser.add_argument(
         "--bgp", action="store_true", help="also advertise every address to two BGPPeers"
     )
+    parser.add_argument(
+        "--nodes", type=int, default=3, help="Nodes (members) for the membership changes"
+    )
     args = parser.parse_args()
     n = args.services or (1000 if args.quick else 10_000)
     events = args.events or (20 if args.quick else 50)
     logging.basicConfig(level=logging.WARNING)
+    global NODES
+    NODES = tuple(f"node-{i}" for i in range(1, max(2, args.nodes) + 1))
+    member_samples, moved = asyncio.run(measure_membership(n, events, args.bgp))
+    ms = [s * 1000 for s in member_samples]
+    print(
+        f"{n} Services, {len(NODES)} nodes, {len(ms)} membership changes (a node dies or comes"
+        f" back): CPU per change median {statistics.median(ms):.2f} ms,"
+        f" p90 {common.pct(ms, 0.9):.2f} ms, max {max(ms):.2f} ms; {moved} owner changes"
+    )
+    NODES = ("node-1", "node-2", "node-3")
     samples, writes = asyncio.run(measure(n, events, args.bgp))
     ms = [s * 1000 for s in samples]
     print(

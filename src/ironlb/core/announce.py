@@ -228,27 +228,69 @@ def layer2(view: View) -> dict[addresses.IP, Announcement]:
 class Layer2Planner:
     """`layer2(view)`, kept up to date incrementally: after `full(view)`, `services(view, keys)`
     re-decides only the addresses the changed Services (or their endpoints) had or have, and
-    gives the same plan as `layer2(view)` would. Anything else (configuration, Nodes, liveness,
-    health) changes every address's decision: call `full`."""
+    `liveness(view, nodes)` only those whose owner some nodes' liveness or health can change;
+    both give the same plan as `layer2(view)` would. Anything else (configuration, Node
+    objects) changes every address's decision: call `full`.
+
+    A membership change is the one that must be cheap: it is what a node's death looks like,
+    and the plan that follows is on the failover path. Each address keeps what its decision
+    does not owe to liveness (`_Eligible`: its Services, candidates and their election ranking),
+    so a node going or coming costs a walk of the addresses, not an election of each."""
 
     def __init__(self) -> None:
         self.plan: dict[addresses.IP, Announcement] = {}
         self._wanted: dict[model.ServiceKey, dict[addresses.IP, _Wanted]] = {}
         self._by_address: dict[addresses.IP, dict[model.ServiceKey, _Wanted]] = {}
+        self._eligible: dict[addresses.IP, _Eligible] = {}
         self._index: config.PoolIndex | None = None
         self._advertisements: list[config.L2Advertisement] = []
 
     def full(self, view: View) -> dict[addresses.IP, Announcement]:
         self._index = view.config.pool_index()
         self._advertisements = _l2_advertisements(view.config)
-        self._wanted, self._by_address = {}, {}
+        self._wanted, self._by_address, self._eligible = {}, {}, {}
         for key, service in view.services.items():
             self._add(model.ServiceKey(key), service, view)
-        self.plan = {
-            ip: _decide(ip, list(wanted.values()), view)
-            for ip, wanted in sorted(self._by_address.items(), key=lambda kv: _order(kv[0]))
-        }
+        self.plan = {}
+        for ip, wanted in sorted(self._by_address.items(), key=lambda kv: _order(kv[0])):
+            self.plan[ip] = self._redecide(ip, wanted, view)
         return self.plan
+
+    def _redecide(
+        self, ip: addresses.IP, wanted: Mapping[model.ServiceKey, _Wanted], view: View
+    ) -> Announcement:
+        eligible = self._eligible[ip] = _eligible(ip, list(wanted.values()), view)
+        return _elect(ip, eligible, view)
+
+    def liveness(self, view: View, nodes: Iterable[election.NodeName]) -> set[addresses.IP]:
+        """Re-plan after these nodes came, went, or changed the health they publish (`view.live`
+        is the new liveness); returns the addresses whose decision changed. An address is
+        elected again only if one of them owns it, or ranks above its owner, or it has none
+        and one of them is a candidate: nothing else can change its owner."""
+        if self._index is None:
+            self.full(view)
+            return set(self.plan)
+        changed = frozenset(nodes)
+        if not changed:
+            return set()
+        affected: set[addresses.IP] = set()
+        for ip, eligible in self._eligible.items():
+            if not eligible.services:
+                continue
+            before = self.plan[ip]
+            owner = before.owner
+            if owner is None:
+                if changed.isdisjoint(eligible.ranking):
+                    continue
+            elif owner not in changed:
+                above = eligible.ranking[: eligible.ranking.index(owner)]
+                if changed.isdisjoint(above):
+                    continue
+            after = _elect(ip, eligible, view)
+            if after != before:
+                self.plan[ip] = after
+                affected.add(ip)
+        return affected
 
     def services(self, view: View, keys: Iterable[model.ServiceKey]) -> set[addresses.IP]:
         """Re-plan after these Services (or their EndpointSlices) changed; returns the
@@ -270,9 +312,10 @@ class Layer2Planner:
         for ip in affected:
             wanted = self._by_address.get(ip)
             if wanted:
-                self.plan[ip] = _decide(ip, list(wanted.values()), view)
+                self.plan[ip] = self._redecide(ip, wanted, view)
             else:
                 self.plan.pop(ip, None)
+                self._eligible.pop(ip, None)
         return affected
 
     def _add(self, key: model.ServiceKey, service: model.Service, view: View) -> set[addresses.IP]:
@@ -289,7 +332,21 @@ def _order(ip: addresses.IP) -> tuple[int, int]:
     return ip.version, int(ip)
 
 
-def _decide(ip: addresses.IP, wanted: list[_Wanted], view: View) -> Announcement:
+@dataclass(frozen=True, slots=True)
+class _Eligible:
+    """What an address's decision owes to everything but liveness: steps 1 and 2."""
+
+    services: tuple[model.ServiceKey, ...]
+    """The Services showing it that have a serving endpoint (none: nothing to announce)."""
+    chosen: tuple[_Wanted, ...]
+    """Theirs, in the same order."""
+    candidates: tuple[election.NodeName, ...]
+    """The nodes they agree on, sorted by name."""
+    ranking: tuple[election.NodeName, ...]
+    """The same, best first (`election.ranking`): the owner is the first live one."""
+
+
+def _eligible(ip: addresses.IP, wanted: list[_Wanted], view: View) -> _Eligible:
     agreed: set[str] | None = None
     keys: list[model.ServiceKey] = []
     chosen: list[_Wanted] = []
@@ -302,15 +359,27 @@ def _decide(ip: addresses.IP, wanted: list[_Wanted], view: View) -> Announcement
         agreed = nodes if agreed is None else agreed & nodes
         keys.append(w.service.key)
         chosen.append(w)
-    if not keys:
+    if agreed is None:
+        return _Eligible((), (), (), ())
+    candidates = tuple(sorted(election.NodeName(n) for n in agreed))
+    return _Eligible(tuple(keys), tuple(chosen), candidates, election.ranking(ip, candidates))
+
+
+def _elect(ip: addresses.IP, eligible: _Eligible, view: View) -> Announcement:
+    """Steps 3 and 4: the first candidate in the ranking that is live and can announce it."""
+    if not eligible.services:
         return Announcement(
             ip, (), None, reason="no Service at this address has a serving endpoint"
         )
-    assert agreed is not None
-    candidates = tuple(sorted(election.NodeName(n) for n in agreed))
-    live = [n for n in candidates if n in view.live and view.live[n].can_announce(ip)]
-    owner = election.announcer_for(ip, live)
-    listed, refresh = _interfaces_and_refresh(chosen, view, owner)
+    live = view.live
+    owner: election.NodeName | None = None
+    for node in eligible.ranking:
+        health = live.get(node)
+        if health is not None and health.can_announce(ip):
+            owner = node
+            break
+    candidates = eligible.candidates
+    listed, refresh = _interfaces_and_refresh(eligible.chosen, view, owner)
     reason = ""
     if owner is None:
         reason = (
@@ -319,11 +388,15 @@ def _decide(ip: addresses.IP, wanted: list[_Wanted], view: View) -> Announcement
             if not candidates
             else f"no eligible node can announce it now (eligible: {', '.join(candidates)})"
         )
-    return Announcement(ip, tuple(keys), owner, candidates, listed, refresh, reason)
+    return Announcement(ip, eligible.services, owner, candidates, listed, refresh, reason)
+
+
+def _decide(ip: addresses.IP, wanted: list[_Wanted], view: View) -> Announcement:
+    return _elect(ip, _eligible(ip, wanted, view), view)
 
 
 def _interfaces_and_refresh(
-    chosen: list[_Wanted], view: View, owner: str | None
+    chosen: Iterable[_Wanted], view: View, owner: str | None
 ) -> tuple[frozenset[str], float | None]:
     if owner is None:
         return frozenset(), None

@@ -87,8 +87,10 @@ class Speaker:
         self.dirty = asyncio.Event()
 
         # Planning is incremental: a Service or EndpointSlice event re-plans that Service's
-        # addresses; anything else (configuration, Nodes, liveness, health) re-plans all.
+        # addresses, a member coming, going or changing its health those it can move;
+        # anything else (configuration, Node objects) re-plans all.
         self._changed: set[model.ServiceKey] = set()
+        self._live_changed: set[election.NodeName] = set()
         self._replan_all = True
         self._config_changed = True
         self._endpoints: dict[model.ServiceKey, dict[str, model.EndpointSlice]] = {}
@@ -98,6 +100,8 @@ class Speaker:
             self.node, pod_cidrs=settings.pod_cidr_advertisement()
         )
         self._live_planned: dict[election.NodeName, announce.Health] | None = None
+        self._node_facts: dict[str, tuple[Mapping[str, str], bool]] = {}
+        """Per other Node, what makes it a candidate, as last planned."""
 
         def config_changed(_key: str) -> None:
             self._config_changed = True
@@ -237,10 +241,20 @@ class Speaker:
         wanted = mac.lower()
         return next((by_ip[ip] for ip in sorted(found, key=str) if found[ip] == wanted), None)
 
-    def _node_changed(self, _key: str) -> None:
+    def _node_changed(self, key: str) -> None:
         if self.members is not None:
             self.members.set_peers(self._peers())
-        self._replan_all = True
+        # Another node's status changes often (conditions, addresses) and matters to the plan
+        # only through what makes it a candidate; its readiness, where it counts (no
+        # membership), is a liveness change. This node's own object feeds BGP as a whole.
+        node = self.nodes.items.get(key)
+        facts = None if node is None else (node.metadata.labels, node.network_unavailable)
+        if key == self.node or key not in self._node_facts or self._node_facts[key] != facts:
+            self._replan_all = True
+        if facts is None:
+            self._node_facts.pop(key, None)
+        else:
+            self._node_facts[key] = facts
         self.dirty.set()
 
     def _l2_status_changed(self, key: str) -> None:
@@ -406,14 +420,18 @@ class Speaker:
             blocked=interfaces.blocked_subnets(self.links.values(), self.excluded),
         )
         if health != self.health:
-            self.health = health
-            self._replan_all = True
+            self.health = health  # this node's entry of `live`
             if self.members is not None:
                 self.members.set_meta(health.encode())
         live = self._live()
-        if live != self._live_planned:
-            self._live_planned = live
+        before = self._live_planned
+        if before is None:
             self._replan_all = True
+        elif live != before:
+            self._live_changed |= {
+                n for n in live.keys() | before.keys() if live.get(n) != before.get(n)
+            }
+        self._live_planned = live
         view = announce.View(
             services=self.services.items,
             endpoints=_Endpoints(self._endpoints),
@@ -423,16 +441,17 @@ class Speaker:
             lb_class=self.settings.lb_class,
             ignore_exclude_lb=self.settings.ignore_exclude_lb,
         )
-        replan_all, changed = self._replan_all, self._changed
-        self._replan_all, self._changed = False, set()
+        replan_all, changed, live_changed = self._replan_all, self._changed, self._live_changed
+        self._replan_all, self._changed, self._live_changed = False, set(), set()
         affected: set[addresses.IP] | None = None
         if replan_all:
             plan = self._l2_planner.full(view)
             bgp_plan = self._bgp_planner.full(view)
         else:
             affected = self._l2_planner.services(view, changed)
+            affected |= self._l2_planner.liveness(view, live_changed)
             plan = self._l2_planner.plan
-            bgp_plan = self._bgp_planner.services(view, changed)
+            bgp_plan = self._bgp_planner.services(view, changed)  # liveness is no BGP input
         if self.draining:
             # The announcer core hands over and takes nothing new; the index follows the plan
             # all the same (the next plan after draining is a full one anyway).

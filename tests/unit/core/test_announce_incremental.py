@@ -1,14 +1,15 @@
-"""Incremental planning: after any sequence of Service and EndpointSlice changes, the planners
-hold exactly what a full plan gives, and an event re-decides only the addresses it touches."""
+"""Incremental planning: after any sequence of Service, EndpointSlice and liveness changes, the
+planners hold exactly what a full plan gives, and an event re-decides only the addresses it
+touches."""
 
 from __future__ import annotations
 
-from ipaddress import ip_address
+from ipaddress import ip_address, ip_network
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ironlb.core import announce, config, model
+from ironlb.core import announce, config, election, model
 
 from .test_announce import HEALTHY, NODES, bgp_adv, l2, peer, pool, slice_, svc
 
@@ -22,6 +23,7 @@ OBJECTS = [
     bgp_adv("agg", aggregationLength=30, localPref=100, peers=["p1"]),
     bgp_adv("host", communities=["65000:1"]),
 ]
+CONFIG = config.Config.from_objects(OBJECTS)
 CHANGES = st.lists(
     st.one_of(
         # A Service (re)appears with some addresses (shared ones too), or goes.
@@ -40,21 +42,35 @@ CHANGES = st.lists(
             st.sampled_from([True, False, None]),
         ),
         st.tuples(st.just("noslice"), st.sampled_from(NAMES)),
+        # A node's speaker dies or comes back, drains, or loses the interface of a subnet.
+        st.tuples(
+            st.just("live"),
+            st.lists(st.sampled_from(list(NODES)), min_size=1, max_size=2, unique=True),
+            st.sampled_from(["healthy", "dead", "draining", "blind", "no-v6"]),
+        ),
     ),
     max_size=25,
 )
+HEALTH = {
+    "healthy": announce.Health(),
+    "draining": announce.Health(draining=True),
+    "blind": announce.Health(blind=True),
+    "no-v6": announce.Health(blocked=(ip_network("2001:db8::/64"),)),
+}
 
 
 def _view(
-    services: dict[str, model.Service], slices: dict[str, model.EndpointSlice]
+    services: dict[str, model.Service],
+    slices: dict[str, model.EndpointSlice],
+    live: dict[election.NodeName, announce.Health] | None = None,
 ) -> announce.View:
     endpoints = {model.ServiceKey(f"default/{n}"): (s,) for n, s in slices.items()}
     return announce.View(
         services=dict(services),
         endpoints=endpoints,
         nodes=NODES,
-        config=config.Config.from_objects(OBJECTS),
-        live=HEALTHY,
+        config=CONFIG,
+        live=HEALTHY if live is None else dict(live),
     )
 
 
@@ -63,13 +79,28 @@ def _view(
 def test_incremental_plans_equal_full_plans(changes: list[tuple[object, ...]]) -> None:
     services: dict[str, model.Service] = {}
     slices: dict[str, model.EndpointSlice] = {}
+    live = dict(HEALTHY)
     l2_planner = announce.Layer2Planner()
     bgp_planner = announce.BgpPlanner("node-1")
-    l2_planner.full(_view(services, slices))
-    bgp_planner.full(_view(services, slices))
+    l2_planner.full(_view(services, slices, live))
+    bgp_planner.full(_view(services, slices, live))
     for change in changes:
         kind, name = change[0], str(change[1])
         key = model.ServiceKey(f"default/{name}")
+        if kind == "live":
+            nodes = change[1]
+            assert isinstance(nodes, list)
+            for n in nodes:
+                if change[2] == "dead":
+                    live.pop(election.NodeName(n), None)
+                else:
+                    live[election.NodeName(n)] = HEALTH[str(change[2])]
+            v = _view(services, slices, live)
+            before = dict(l2_planner.plan)
+            touched = l2_planner.liveness(v, [election.NodeName(n) for n in nodes])
+            assert l2_planner.plan == announce.layer2(v)
+            assert touched == {ip for ip, a in l2_planner.plan.items() if before.get(ip) != a}
+            continue
         if kind == "service":
             ips, etp = change[2], change[3]
             assert isinstance(ips, list)
@@ -82,7 +113,7 @@ def test_incremental_plans_equal_full_plans(changes: list[tuple[object, ...]]) -
             slices[name] = slice_(name, (str(change[2]), ready, None))
         else:
             slices.pop(name, None)
-        v = _view(services, slices)
+        v = _view(services, slices, live)
         l2_planner.services(v, [key])
         bgp_planner.services(v, [key])
         assert l2_planner.plan == announce.layer2(v)
@@ -115,3 +146,45 @@ def test_an_event_re_decides_only_the_addresses_of_its_service() -> None:
     assert touched == {ip_address(ADDRS[0]), ip_address(ADDRS[2])}
     assert planner.plan[ip_address(ADDRS[0])].services == ("default/a", "default/c")
     assert ip_address(ADDRS[2]) not in planner.plan
+
+
+LIVENESS = st.lists(
+    st.tuples(
+        st.lists(st.sampled_from(list(NODES)), min_size=1, max_size=2, unique=True),
+        st.sampled_from(["healthy", "dead", "draining", "blind", "no-v6"]),
+    ),
+    min_size=1,
+    max_size=12,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.sampled_from(list(NODES)), min_size=len(NAMES), max_size=len(NAMES)),
+    st.lists(st.sampled_from(["Cluster", "Local"]), min_size=len(NAMES), max_size=len(NAMES)),
+    LIVENESS,
+)
+def test_liveness_changes_equal_full_plans(
+    hosts: list[str], policies: list[str], changes: list[tuple[list[str], str]]
+) -> None:
+    """Every address served (one shared), members dying, coming back, draining or losing
+    interfaces: after each change the plan is the full plan's, and exactly the addresses whose
+    decision changed are reported."""
+    services, slices = {}, {}
+    for i, (name, host, policy) in enumerate(zip(NAMES, hosts, policies, strict=True)):
+        services[f"default/{name}"] = svc(name, ADDRS[i % 3], ADDRS[3], etp=policy)
+        slices[name] = slice_(name, (host, True, None))
+    live = dict(HEALTHY)
+    planner = announce.Layer2Planner()
+    planner.full(_view(services, slices, live))
+    for nodes, state in changes:
+        for n in nodes:
+            if state == "dead":
+                live.pop(election.NodeName(n), None)
+            else:
+                live[election.NodeName(n)] = HEALTH[state]
+        v = _view(services, slices, live)
+        before = dict(planner.plan)
+        touched = planner.liveness(v, [election.NodeName(n) for n in nodes])
+        assert planner.plan == announce.layer2(v)
+        assert touched == {ip for ip, a in planner.plan.items() if before.get(ip) != a}

@@ -1,7 +1,9 @@
-"""The speaker after a Service or EndpointSlice event re-decides only that Service's addresses
-and updates what follows from the plan (what it announces, the others' owners, its status
-writers' desired state) by those addresses alone. After any sequence of events, that state must
-equal what a full re-plan of the same caches gives.
+"""The speaker after a Service or EndpointSlice event re-decides only that Service's addresses,
+after another node's readiness changes (liveness without membership) only those whose owner it
+can change, and after a Node change that does not touch what makes it a candidate nothing; it
+updates what follows from the plan (what it announces, the others' owners, its status writers'
+desired state) by those addresses alone. After any sequence of events, that state must equal
+what a full re-plan of the same caches gives.
 
 The speaker is real but never run: its caches are filled through the reflectors' own
 watch-event path, as `bench/speaker_plan.py` does; nothing is announced (no interface in this
@@ -71,6 +73,28 @@ def _slice(i: int, version: int, ready: bool, node: str) -> dict[str, Any]:
     }
 
 
+def _node(
+    i: int,
+    version: int,
+    *,
+    ready: bool,
+    extra_address: bool = False,
+    excluded: bool = False,
+    unavailable: bool = False,
+) -> dict[str, Any]:
+    addresses = [{"type": "InternalIP", "address": f"198.18.0.{10 + i}"}]
+    if extra_address:
+        addresses.append({"type": "ExternalIP", "address": f"203.0.113.{10 + i}"})
+    conditions = [{"type": "Ready", "status": "True" if ready else "False"}]
+    if unavailable:
+        conditions.append({"type": "NetworkUnavailable", "status": "True"})
+    labels = {"node.kubernetes.io/exclude-from-external-load-balancers": ""} if excluded else {}
+    return {
+        "metadata": {**_meta(NODES[i], None, version), "labels": labels},
+        "status": {"addresses": addresses, "conditions": conditions},
+    }
+
+
 def _state(s: node_speaker.Speaker) -> tuple[object, ...]:
     return (
         dict(s._l2_mine),
@@ -120,23 +144,32 @@ async def _events(seed: int) -> tuple[node_speaker.Speaker, int]:
             "spec": {"myASN": 64510, "peerASN": 64500, "peerAddress": address},
         }
         s.config.reflectors[3]._apply(_event("ADDED", peer))
-    for i, name in enumerate(NODES):
-        node = {
-            "metadata": _meta(name, None, 1),
-            "status": {
-                "addresses": [{"type": "InternalIP", "address": f"198.18.0.{10 + i}"}],
-                "conditions": [{"type": "Ready", "status": "True"}],
-            },
-        }
-        s.nodes._apply(_event("ADDED", node))
+    for i in range(len(NODES)):
+        s.nodes._apply(_event("ADDED", _node(i, 1, ready=True)))
     await s.plan_once()
     version = 2
     compared = 0
     for _ in range(60):
         version += 1
         i = rng.randrange(12)
-        what = rng.choice(["service", "service", "slice", "slice", "delete"])
-        if what == "service":
+        what = rng.choice(["service", "service", "slice", "slice", "delete", "node"])
+        if what == "node":
+            # Another node turns (un)ready, gets an address, is excluded or unavailable.
+            n = rng.randrange(1, len(NODES))
+            s.nodes._apply(
+                _event(
+                    "MODIFIED",
+                    _node(
+                        n,
+                        version,
+                        ready=rng.random() < 0.6,
+                        extra_address=rng.random() < 0.5,
+                        excluded=rng.random() < 0.15,
+                        unavailable=rng.random() < 0.15,
+                    ),
+                )
+            )
+        elif what == "service":
             # Addresses from a small range: Services share (same key) or collide.
             ips = [f"198.18.64.{rng.randrange(6)}"]
             key = rng.choice([None, "a", "b"])
