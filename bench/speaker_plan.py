@@ -37,7 +37,7 @@ from ironlb.speaker import settings as speaker_settings
 from ironlb.speaker import speaker as node_speaker
 
 NS = "metallb-system"
-NODES: tuple[str, ...] = ("node-1", "node-2", "node-3")
+NODES = ("node-1", "node-2", "node-3")
 NETWORK = ipaddress.ip_network("198.18.64.0/18")
 
 
@@ -89,9 +89,11 @@ def service(i: int, ip: str) -> k8s.Obj:
     }
 
 
-def endpoint_slice(i: int, version: int, ready: bool, every_node: bool = False) -> k8s.Obj:
-    """One endpoint on one node (`every_node`: one on each node, the first `ready`)."""
-    on = NODES if every_node else (NODES[i % len(NODES)],)
+def endpoint_slice(
+    i: int, version: int, ready: bool, nodes: tuple[str, ...] = NODES, every_node: bool = False
+) -> k8s.Obj:
+    """One endpoint on one of `nodes` (`every_node`: one on each, the first `ready`)."""
+    on = nodes if every_node else (nodes[i % len(nodes)],)
     return {
         "metadata": {
             **_meta(f"svc-{i}-abcde", "bench", version),
@@ -159,7 +161,7 @@ async def _after_event(speaker: node_speaker.Speaker) -> None:
 
 
 async def _speaker(
-    n: int, bgp: bool, every_node: bool
+    n: int, bgp: bool, nodes: tuple[str, ...], every_node: bool
 ) -> tuple[node_speaker.Speaker, _CountingClient]:
     """A speaker with n Services, after its first (full) plan."""
     settings = speaker_settings.Settings(node_name="node-1", namespace=NS)
@@ -167,19 +169,19 @@ async def _speaker(
     speaker = node_speaker.Speaker(client, settings)  # type: ignore[arg-type]
     for index, obj in config_objects(bgp):
         speaker.config.reflectors[index]._apply(_event("ADDED", obj))
-    for i, name in enumerate(NODES):
+    for i, name in enumerate(nodes):
         speaker.nodes._apply(_event("ADDED", node(name, i)))
     hosts = NETWORK.hosts()
     for i in range(n):
         speaker.services._apply(_event("ADDED", service(i, str(next(hosts)))))
-        speaker.slices._apply(_event("ADDED", endpoint_slice(i, 1, True, every_node)))
+        speaker.slices._apply(_event("ADDED", endpoint_slice(i, 1, True, nodes, every_node)))
     await _after_event(speaker)
     return speaker, client
 
 
 async def measure(n: int, events: int, bgp: bool = False) -> tuple[list[float], int]:
     """CPU seconds per Service event, and the status writes the events made."""
-    speaker, client = await _speaker(n, bgp, every_node=False)
+    speaker, client = await _speaker(n, bgp, NODES, every_node=False)
     writes = client.writes
     samples = []
     for e in range(events):
@@ -193,18 +195,20 @@ async def measure(n: int, events: int, bgp: bool = False) -> tuple[list[float], 
     return samples, client.writes - writes
 
 
-async def measure_membership(n: int, events: int, bgp: bool = False) -> tuple[list[float], int]:
+async def measure_membership(
+    n: int, events: int, nodes: tuple[str, ...], bgp: bool = False
+) -> tuple[list[float], int]:
     """CPU seconds per membership change (a member other than node-1 dies or comes back, in
     turn), and how many addresses changed owner in all."""
-    speaker, _client = await _speaker(n, bgp, every_node=True)
-    members = _Members(NODES)
+    speaker, _client = await _speaker(n, bgp, nodes, every_node=True)
+    members = _Members(nodes)
     speaker.members = members  # type: ignore[assignment]
     await _after_event(speaker)  # liveness now from membership
     samples, moved = [], 0
     for e in range(events):
-        i = 1 + (e // 2) % (len(NODES) - 1)
+        i = 1 + (e // 2) % (len(nodes) - 1)
         state = states.MemberState.DEAD if e % 2 == 0 else states.MemberState.ALIVE
-        member = members.members[election.NodeName(NODES[i])] = _member(NODES[i], i, state)
+        member = members.members[election.NodeName(nodes[i])] = _member(nodes[i], i, state)
         owners = {ip: a.owner for ip, a in speaker._l2_plan.items()}
         speaker._member_event(
             member_model.MemberDown(member) if e % 2 == 0 else member_model.MemberUp(member)
@@ -232,25 +236,27 @@ def main() -> None:
     n = args.services or (1000 if args.quick else 10_000)
     events = args.events or (20 if args.quick else 50)
     logging.basicConfig(level=logging.WARNING)
-    global NODES
-    NODES = tuple(f"node-{i}" for i in range(1, max(2, args.nodes) + 1))
-    member_samples, moved = asyncio.run(measure_membership(n, events, args.bgp))
-    ms = [s * 1000 for s in member_samples]
+    nodes = tuple(f"node-{i}" for i in range(1, max(2, args.nodes) + 1))
+    member_samples, moved = asyncio.run(measure_membership(n, events, nodes, args.bgp))
     print(
-        f"{n} Services, {len(NODES)} nodes, {len(ms)} membership changes (a node dies or comes"
-        f" back): CPU per change median {statistics.median(ms):.2f} ms,"
-        f" p90 {common.pct(ms, 0.9):.2f} ms, max {max(ms):.2f} ms; {moved} owner changes"
+        f"{n} Services, {len(nodes)} nodes, {len(member_samples)} membership changes (a node"
+        f" dies or comes back): CPU per change {_figures(member_samples)}; {moved} owner changes"
     )
-    NODES = ("node-1", "node-2", "node-3")
     samples, writes = asyncio.run(measure(n, events, args.bgp))
-    ms = [s * 1000 for s in samples]
     print(
-        f"{n} Services{' (BGP too)' if args.bgp else ''}, {len(ms)} events:"
-        f" CPU per event median {statistics.median(ms):.2f} ms,"
-        f" p90 {common.pct(ms, 0.9):.2f} ms, p99 {common.pct(ms, 0.99):.2f} ms,"
-        f" max {max(ms):.2f} ms (no timeouts: nothing here waits); {writes} status writes"
+        f"{n} Services{' (BGP too)' if args.bgp else ''}, {len(samples)} events:"
+        f" CPU per event {_figures(samples)} (no timeouts: nothing here waits);"
+        f" {writes} status writes"
     )
-    print(f"speaker_plan_ms_per_event: {statistics.median(ms):.2f} ms")
+    print(f"speaker_plan_ms_per_event: {statistics.median(samples) * 1000:.2f} ms")
+
+
+def _figures(seconds: list[float]) -> str:
+    ms = [s * 1000 for s in seconds]
+    return (
+        f"median {statistics.median(ms):.2f} ms, p90 {common.pct(ms, 0.9):.2f} ms,"
+        f" p99 {common.pct(ms, 0.99):.2f} ms, max {max(ms):.2f} ms"
+    )
 
 
 if __name__ == "__main__":

@@ -275,8 +275,6 @@ class Layer2Planner:
             return set()
         affected: set[addresses.IP] = set()
         for ip, eligible in self._eligible.items():
-            if not eligible.services:
-                continue
             before = self.plan[ip]
             owner = before.owner
             if owner is None:

@@ -248,13 +248,12 @@ class Speaker:
         # only through what makes it a candidate; its readiness, where it counts (no
         # membership), is a liveness change. This node's own object feeds BGP as a whole.
         node = self.nodes.items.get(key)
+        before = self._node_facts.pop(key, None)
         facts = None if node is None else (node.metadata.labels, node.network_unavailable)
-        if key == self.node or key not in self._node_facts or self._node_facts[key] != facts:
-            self._replan_all = True
-        if facts is None:
-            self._node_facts.pop(key, None)
-        else:
+        if facts is not None:
             self._node_facts[key] = facts
+        if key == self.node or before is None or before != facts:
+            self._replan_all = True
         self.dirty.set()
 
     def _l2_status_changed(self, key: str) -> None:
@@ -454,7 +453,7 @@ class Speaker:
             bgp_plan = self._bgp_planner.services(view, changed)  # liveness is no BGP input
         if self.draining:
             # The announcer core hands over and takes nothing new; the index follows the plan
-            # all the same (the next plan after draining is a full one anyway).
+            # all the same.
             self._index_l2(plan, affected)
             self._l2_plan = plan
             return

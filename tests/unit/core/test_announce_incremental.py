@@ -88,18 +88,8 @@ def test_incremental_plans_equal_full_plans(changes: list[tuple[object, ...]]) -
         kind, name = change[0], str(change[1])
         key = model.ServiceKey(f"default/{name}")
         if kind == "live":
-            nodes = change[1]
-            assert isinstance(nodes, list)
-            for n in nodes:
-                if change[2] == "dead":
-                    live.pop(election.NodeName(n), None)
-                else:
-                    live[election.NodeName(n)] = HEALTH[str(change[2])]
-            v = _view(services, slices, live)
-            before = dict(l2_planner.plan)
-            touched = l2_planner.liveness(v, [election.NodeName(n) for n in nodes])
-            assert l2_planner.plan == announce.layer2(v)
-            assert touched == {ip for ip, a in l2_planner.plan.items() if before.get(ip) != a}
+            assert isinstance(change[1], list)
+            _liveness_step(l2_planner, services, slices, live, change[1], str(change[2]))
             continue
         if kind == "service":
             ips, etp = change[2], change[3]
@@ -120,6 +110,28 @@ def test_incremental_plans_equal_full_plans(changes: list[tuple[object, ...]]) -
         full_bgp = announce.bgp(v, "node-1")
         assert bgp_planner.plan.peers == full_bgp.peers
         assert bgp_planner.plan.routes == full_bgp.routes
+
+
+def _liveness_step(
+    planner: announce.Layer2Planner,
+    services: dict[str, model.Service],
+    slices: dict[str, model.EndpointSlice],
+    live: dict[election.NodeName, announce.Health],
+    nodes: list[str],
+    state: str,
+) -> None:
+    """`nodes` die (`state` "dead") or publish the health `HEALTH[state]`: the planner's plan is
+    then the full plan's, and it reports exactly the addresses whose decision changed."""
+    for n in nodes:
+        if state == "dead":
+            live.pop(election.NodeName(n), None)
+        else:
+            live[election.NodeName(n)] = HEALTH[state]
+    v = _view(services, slices, live)
+    before = dict(planner.plan)
+    touched = planner.liveness(v, [election.NodeName(n) for n in nodes])
+    assert planner.plan == announce.layer2(v)
+    assert touched == {ip for ip, a in planner.plan.items() if before.get(ip) != a}
 
 
 def test_an_event_re_decides_only_the_addresses_of_its_service() -> None:
@@ -178,13 +190,4 @@ def test_liveness_changes_equal_full_plans(
     planner = announce.Layer2Planner()
     planner.full(_view(services, slices, live))
     for nodes, state in changes:
-        for n in nodes:
-            if state == "dead":
-                live.pop(election.NodeName(n), None)
-            else:
-                live[election.NodeName(n)] = HEALTH[state]
-        v = _view(services, slices, live)
-        before = dict(planner.plan)
-        touched = planner.liveness(v, [election.NodeName(n) for n in nodes])
-        assert planner.plan == announce.layer2(v)
-        assert touched == {ip for ip, a in planner.plan.items() if before.get(ip) != a}
+        _liveness_step(planner, services, slices, live, nodes, state)
